@@ -1,0 +1,1 @@
+//! amid: the ami site daemon.

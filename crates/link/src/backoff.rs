@@ -1,0 +1,1 @@
+//! Retry back-off as a pure iterator: exponential with full jitter, capped.
