@@ -8,8 +8,18 @@
 //! Panic contract: nothing here panics on input from the peer or on a malformed URL; every failure is a
 //! [`MediaError`] or an [`std::io::Error`].
 
+pub mod fault;
+pub mod loopback;
+pub mod serial;
+pub mod tcp;
+pub mod tracer;
 mod url;
 
+pub use fault::{FaultConfig, FaultInjector, FaultStats};
+pub use loopback::LoopbackTransport;
+pub use serial::SerialTransport;
+pub use tcp::TcpTransport;
+pub use tracer::{hex, Direction, TraceLog, TraceRecord, Tracer};
 pub use url::{MediaUrl, Parity, SerialSettings, UrlError};
 
 use std::future::Future;
@@ -62,7 +72,58 @@ pub enum MediaError {
 
 /// Opens the transport a URL names. TCP connects now (and reconnects later on demand); serial opens the
 /// device with the URL's line settings.
+///
+/// Must be called inside a tokio runtime (serial ports register with its reactor).
 pub async fn open(url: &MediaUrl) -> Result<Box<dyn Transport>, MediaError> {
-    let _ = url;
-    todo!("helper: tcp / serial")
+    let opened: io::Result<Box<dyn Transport>> = match url {
+        MediaUrl::Tcp { host, port, .. } => {
+            TcpTransport::connect(host, *port).await.map(|t| Box::new(t) as Box<dyn Transport>)
+        }
+        MediaUrl::Serial { path, settings, .. } => {
+            SerialTransport::open(path, *settings).map(|t| Box::new(t) as Box<dyn Transport>)
+        }
+    };
+    opened.map_err(|source| MediaError::Open { url: url.to_string(), source })
+}
+
+/// A boxed transport is a transport, so middleware ([`FaultInjector`], [`Tracer`]) can wrap what [`open`]
+/// returns.
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn discard_input(&mut self) -> io::Result<usize> {
+        (**self).discard_input()
+    }
+
+    fn reconnect(&mut self) -> BoxFuture<'_, io::Result<()>> {
+        (**self).reconnect()
+    }
+
+    fn set_line(&mut self, settings: &SerialSettings) -> io::Result<()> {
+        (**self).set_line(settings)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_reports_the_url_when_the_os_refuses() {
+        let url: MediaUrl = "serial:///dev/ami-no-such-port?baud=9600".parse().unwrap();
+        let err = open(&url).await.err().expect("no such device");
+        let text = err.to_string();
+        assert!(text.contains("serial:///dev/ami-no-such-port"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn open_tcp_connects_and_describes_itself() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url: MediaUrl = format!("tcp://127.0.0.1:{port}?framing=rtu").parse().unwrap();
+        let t = open(&url).await.unwrap();
+        assert_eq!(t.describe(), format!("tcp://127.0.0.1:{port}"));
+    }
 }
