@@ -12,4 +12,7 @@ pub mod plan;
 pub mod value;
 
 pub use master::{Framing, Master, MasterError};
-pub use pdu::{Exception, Function, PduError, Request, Response};
+pub use pdu::{
+    encode_exception, encode_response, Exception, Function, PduError, Request, Response,
+    MAX_PDU_LEN, MAX_READ_BITS, MAX_READ_REGISTERS, MAX_WRITE_BITS, MAX_WRITE_REGISTERS,
+};
