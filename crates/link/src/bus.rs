@@ -1,11 +1,39 @@
 //! The per-line Bus owner task.
+//!
+//! [`Bus::spawn`] starts the one task that owns a transport; every request for every meter on that line
+//! goes through its [`BusHandle`]s and runs strictly one at a time, in FIFO order. Per exchange the task:
+//!
+//! 1. keeps `guard_time` of silence after the previous exchange (Modbus RTU needs 3.5 characters);
+//! 2. discards stale input (bytes left by an earlier process, a late reply that arrived while idle);
+//! 3. writes the request, reconnecting once if the write fails;
+//! 4. reads until the [`ReplyMatcher`] says `Complete`, within the per-attempt timeout. Frames that do not
+//!    belong to the request (`Foreign`: a late reply to an earlier request, another slave, another
+//!    transaction) are dropped and counted as `rejected`, and reading goes on within the same deadline;
+//! 5. after a timeout or a corrupt reply, drains the line until it has been silent for `drain_quiet`, so
+//!    the late remains of this attempt can never be taken as the reply to the next one, and retries.
+//!
+//! Counters are kept per meter and per bus. The task never decides what a reply means: that is the
+//! protocol's matcher and decoder. It never panics on what it reads.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use ami_media::Transport;
+use ami_media::{hex, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::ReplyMatcher;
+use crate::{Check, ReplyMatcher};
+
+/// How many exchanges may wait in a bus queue before `transact` itself waits.
+const QUEUE_DEPTH: usize = 64;
+/// Read buffer size per `read` call.
+const READ_CHUNK: usize = 512;
+/// Bytes buffered while the matcher still says `Incomplete` before the attempt counts as corrupt (no wire
+/// format we speak has replies this long; noise on a line must not grow a buffer without bound).
+const MAX_REPLY_LEN: usize = 4096;
 
 /// Settings of one bus (one physical line or one TCP connection).
 #[derive(Debug, Clone)]
@@ -133,37 +161,379 @@ pub struct BusStats {
     pub bytes_discarded: u64,
 }
 
+impl Exchange {
+    /// An exchange with the bus's default timeout and retries.
+    pub fn new(meter: &str, request: Vec<u8>, matcher: Option<Box<dyn ReplyMatcher>>) -> Self {
+        Self { meter: meter.to_string(), request, matcher, timeout: None, retries: None }
+    }
+
+    /// Sets the per-attempt timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the retries after the first attempt.
+    #[must_use]
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("meter", &self.meter)
+            .field("request", &hex(&self.request))
+            .field("expects_reply", &self.matcher.is_some())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
 /// Spawns bus owner tasks.
+#[derive(Debug)]
 pub struct Bus;
 
 /// A cheap, clonable handle to a running bus task. Dropping every handle stops the task.
 #[derive(Clone)]
 pub struct BusHandle {
-    _private: (),
+    tx: mpsc::Sender<Job>,
+    stats: Arc<Mutex<BusStats>>,
+    id: Arc<str>,
+}
+
+impl std::fmt::Debug for BusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusHandle").field("id", &self.id).field("closed", &self.tx.is_closed()).finish()
+    }
+}
+
+/// One queued exchange and where its outcome goes.
+struct Job {
+    exchange: Exchange,
+    reply: oneshot::Sender<Result<Reply, LinkError>>,
 }
 
 impl Bus {
     /// Starts the owner task for `transport` on the current tokio runtime.
+    ///
+    /// Must be called from inside a tokio runtime. The task runs until every [`BusHandle`] is dropped,
+    /// then drops (closes) the transport.
     pub fn spawn(transport: Box<dyn Transport>, config: BusConfig) -> BusHandle {
-        let _ = (transport, config);
-        todo!("helper")
+        let id: Arc<str> = Arc::from(config.id.as_str());
+        let stats = Arc::new(Mutex::new(BusStats { bus: config.id.clone(), ..BusStats::default() }));
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let driver = Driver { transport, config, stats: Arc::clone(&stats), id: Arc::clone(&id), last_activity: None };
+        tokio::spawn(driver.run(rx));
+        BusHandle { tx, stats, id }
     }
 }
 
 impl BusHandle {
     /// Queues an exchange and waits for its outcome. Exchanges run one at a time in FIFO order.
+    ///
+    /// Cancel safety: dropping the future before the exchange started removes it from the line (the bus
+    /// skips it); dropping it later lets the exchange finish on the line, and its outcome is discarded.
     pub async fn transact(&self, exchange: Exchange) -> Result<Reply, LinkError> {
-        let _ = exchange;
-        todo!("helper")
+        let closed = || LinkError::Closed { bus: self.id.to_string() };
+        let (reply, outcome) = oneshot::channel();
+        self.tx.send(Job { exchange, reply }).await.map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BusStats {
-        todo!("helper")
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The bus id.
     pub fn id(&self) -> &str {
-        todo!("helper")
+        &self.id
+    }
+
+    /// True when the bus task has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    Timeout,
+    Corrupt(String),
+    /// The connection broke while waiting for the reply (EOF, read error).
+    Io(String),
+}
+
+/// The task state: the transport and everything about the line.
+struct Driver {
+    transport: Box<dyn Transport>,
+    config: BusConfig,
+    stats: Arc<Mutex<BusStats>>,
+    id: Arc<str>,
+    /// When bytes were last seen on the line (written or read); the guard time counts from here.
+    last_activity: Option<Instant>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        tracing::debug!(bus = %self.id, media = %self.transport.describe(), "bus started");
+        while let Some(job) = rx.recv().await {
+            if job.reply.is_closed() {
+                tracing::debug!(bus = %self.id, meter = %job.exchange.meter, "caller gave up before its turn; skipped");
+                continue;
+            }
+            let result = self.exchange(job.exchange).await;
+            // The caller may have stopped waiting: nothing to do then.
+            let _ = job.reply.send(result);
+        }
+        tracing::debug!(bus = %self.id, "bus stopped: no handles left");
+    }
+
+    fn count(&self, meter: &str, update: impl Fn(&mut Counters)) {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        update(&mut stats.total);
+        update(stats.meters.entry(meter.to_string()).or_default());
+    }
+
+    fn count_discarded(&self, bytes: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.bytes_discarded = stats.bytes_discarded.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    fn io_error(&self, message: String) -> LinkError {
+        LinkError::Io { bus: self.id.to_string(), message }
+    }
+
+    async fn exchange(&mut self, exchange: Exchange) -> Result<Reply, LinkError> {
+        let Exchange { meter, request, matcher, timeout, retries } = exchange;
+        let timeout = timeout.unwrap_or(self.config.timeout);
+        let retries = retries.unwrap_or(self.config.retries);
+        self.count(&meter, |c| c.requests += 1);
+
+        let Some(matcher) = matcher else {
+            // No reply expected (broadcast): write, keep the guard time, done.
+            self.prepare(&meter).await;
+            if let Err(e) = self.write(&meter, &request, timeout).await {
+                self.count(&meter, |c| c.failures += 1);
+                return Err(e);
+            }
+            self.keep_guard_time().await;
+            return Ok(Reply { frame: Vec::new(), attempts: 1 });
+        };
+
+        let attempts = retries.saturating_add(1);
+        let mut last = Failure::Timeout;
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                self.count(&meter, |c| c.retries += 1);
+                tracing::debug!(bus = %self.id, meter = %meter, attempt, "retrying");
+            }
+            self.prepare(&meter).await;
+            if let Err(e) = self.write(&meter, &request, timeout).await {
+                self.count(&meter, |c| c.failures += 1);
+                return Err(e);
+            }
+            match self.read_reply(&meter, matcher.as_ref(), timeout).await {
+                Ok(frame) => {
+                    let now = SystemTime::now();
+                    self.count(&meter, |c| {
+                        c.replies += 1;
+                        c.last_success = Some(now);
+                    });
+                    return Ok(Reply { frame, attempts: attempt });
+                }
+                Err(Failure::Timeout) => {
+                    self.count(&meter, |c| c.timeouts += 1);
+                    tracing::debug!(bus = %self.id, meter = %meter, attempt, "no reply within {timeout:?}");
+                    self.drain().await;
+                    last = Failure::Timeout;
+                }
+                Err(Failure::Corrupt(reason)) => {
+                    self.count(&meter, |c| c.checksum_errors += 1);
+                    tracing::warn!(bus = %self.id, meter = %meter, attempt, %reason, "corrupt reply");
+                    self.drain().await;
+                    last = Failure::Corrupt(reason);
+                }
+                Err(Failure::Io(message)) => {
+                    tracing::warn!(bus = %self.id, meter = %meter, attempt, %message, "connection lost; reconnecting");
+                    if let Err(e) = self.transport.reconnect().await {
+                        tracing::warn!(bus = %self.id, error = %e, "reconnect failed");
+                    }
+                    last = Failure::Io(message);
+                }
+            }
+        }
+        self.count(&meter, |c| c.failures += 1);
+        Err(match last {
+            Failure::Timeout => LinkError::Timeout {
+                meter,
+                attempts,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+            Failure::Corrupt(reason) => LinkError::Corrupt { meter, attempts, reason },
+            Failure::Io(message) => self.io_error(message),
+        })
+    }
+
+    /// Waits until the guard time since the last activity has passed, then drops stale input.
+    async fn prepare(&mut self, meter: &str) {
+        self.keep_guard_time().await;
+        match self.transport.discard_input() {
+            Ok(0) => {}
+            Ok(n) => {
+                self.count_discarded(n);
+                tracing::warn!(bus = %self.id, meter = %meter, bytes = n, "discarded stale input before the request");
+            }
+            Err(e) => tracing::debug!(bus = %self.id, error = %e, "discarding stale input failed"),
+        }
+    }
+
+    /// Sleeps until `guard_time` has passed since the last bytes on the line.
+    async fn keep_guard_time(&mut self) {
+        if let Some(last) = self.last_activity {
+            let until = last + self.config.guard_time;
+            sleep_until(until).await;
+        }
+    }
+
+    async fn write_once(&mut self, request: &[u8], limit: Duration) -> io::Result<()> {
+        let transport = &mut self.transport;
+        let write = async {
+            transport.write_all(request).await?;
+            transport.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("write did not complete within {limit:?}"))),
+        }
+    }
+
+    /// Writes the request; on failure reconnects once and writes again.
+    async fn write(&mut self, meter: &str, request: &[u8], limit: Duration) -> Result<(), LinkError> {
+        let result = match self.write_once(request, limit).await {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tracing::warn!(bus = %self.id, meter = %meter, error = %first, "write failed; reconnecting");
+                match self.transport.reconnect().await {
+                    Ok(()) => self
+                        .write_once(request, limit)
+                        .await
+                        .map_err(|e| self.io_error(format!("write failed after reconnecting: {e}"))),
+                    Err(e) => Err(self.io_error(format!("write failed ({first}), reconnect failed: {e}"))),
+                }
+            }
+        };
+        self.last_activity = Some(Instant::now());
+        if let Err(e) = &result {
+            tracing::warn!(bus = %self.id, meter = %meter, error = %e, "request not sent");
+        }
+        result
+    }
+
+    /// Reads until the matcher completes a reply, the deadline passes, or the connection breaks.
+    async fn read_reply(
+        &mut self,
+        meter: &str,
+        matcher: &dyn ReplyMatcher,
+        limit: Duration,
+    ) -> Result<Vec<u8>, Failure> {
+        let deadline = Instant::now() + limit;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            while !buf.is_empty() {
+                match matcher.check(&buf) {
+                    Check::Incomplete => break,
+                    Check::Complete { len } if len > 0 && len <= buf.len() => {
+                        let rest = buf.split_off(len);
+                        if !rest.is_empty() {
+                            self.count_discarded(rest.len());
+                            tracing::warn!(
+                                bus = %self.id, meter = %meter, bytes = %hex(&rest),
+                                "dropped bytes received after the reply"
+                            );
+                        }
+                        return Ok(buf);
+                    }
+                    Check::Complete { len } => {
+                        return Err(Failure::Corrupt(format!(
+                            "matcher reported a {len}-byte reply in {} bytes",
+                            buf.len()
+                        )));
+                    }
+                    Check::Foreign { skip, what } => {
+                        // Always make progress, never past the buffer.
+                        let skip = skip.clamp(1, buf.len());
+                        let dropped: Vec<u8> = buf.drain(..skip).collect();
+                        self.count(meter, |c| c.rejected += 1);
+                        self.count_discarded(skip);
+                        tracing::warn!(
+                            bus = %self.id, meter = %meter, %what, bytes = %hex(&dropped),
+                            "rejected bytes that do not answer this request"
+                        );
+                    }
+                    Check::Corrupt { reason } => {
+                        tracing::debug!(bus = %self.id, meter = %meter, bytes = %hex(&buf), "corrupt reply");
+                        self.count_discarded(buf.len());
+                        return Err(Failure::Corrupt(reason));
+                    }
+                }
+            }
+            if buf.len() > MAX_REPLY_LEN {
+                self.count_discarded(buf.len());
+                return Err(Failure::Corrupt(format!("{} bytes without a complete reply", buf.len())));
+            }
+            match timeout_at(deadline, self.transport.read(&mut chunk)).await {
+                Err(_elapsed) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(
+                            bus = %self.id, meter = %meter, bytes = %hex(&buf),
+                            "incomplete reply at the deadline"
+                        );
+                        self.count_discarded(buf.len());
+                    }
+                    return Err(Failure::Timeout);
+                }
+                Ok(Ok(0)) => return Err(Failure::Io("connection closed by the peer".into())),
+                Ok(Ok(n)) => {
+                    buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    self.last_activity = Some(Instant::now());
+                }
+                Ok(Err(e)) => return Err(Failure::Io(format!("read failed: {e}"))),
+            }
+        }
+    }
+
+    /// Reads and drops bytes until the line has been quiet for `drain_quiet` (at most 10× that in all),
+    /// then drops whatever the OS still holds.
+    async fn drain(&mut self) {
+        let quiet = self.config.drain_quiet;
+        let hard = Instant::now() + quiet.saturating_mul(10);
+        let mut dropped = 0usize;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let now = Instant::now();
+            if now >= hard {
+                break;
+            }
+            match timeout_at((now + quiet).min(hard), self.transport.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    dropped = dropped.saturating_add(n);
+                    self.last_activity = Some(Instant::now());
+                }
+                // Quiet long enough, or EOF / an error that the next attempt will meet again.
+                _ => break,
+            }
+        }
+        dropped = dropped.saturating_add(self.transport.discard_input().unwrap_or(0));
+        if dropped > 0 {
+            self.count_discarded(dropped);
+            tracing::debug!(bus = %self.id, bytes = dropped, "drained the line");
+        }
     }
 }
