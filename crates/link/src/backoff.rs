@@ -39,18 +39,21 @@ impl Backoff {
     }
 
     /// Seeds the jitter RNG, for reproducible sequences.
+    #[must_use]
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.rng = StdRng::seed_from_u64(seed);
         self
     }
 
     /// No jitter: the plain capped exponential sequence.
+    #[must_use]
     pub fn without_jitter(mut self) -> Self {
         self.jitter = Jitter::None;
         self
     }
 
     /// Sets the jitter mode (a proportional fraction is clamped to `0.0..=1.0`, NaN means none).
+    #[must_use]
     pub fn with_jitter(mut self, jitter: Jitter) -> Self {
         self.jitter = match jitter {
             Jitter::Proportional(p) if p.is_nan() => Jitter::None,
@@ -61,6 +64,7 @@ impl Backoff {
     }
 
     /// Sets the growth factor (values below 1.0, or NaN, mean 1.0: constant delay). Default 2.
+    #[must_use]
     pub fn with_factor(mut self, factor: f64) -> Self {
         self.factor = if factor.is_nan() { 1.0 } else { factor.max(1.0) };
         self

@@ -194,6 +194,11 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
+/// `from + d` without the overflow panic of an absurd configured duration (then: a year from now).
+fn after(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d).unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// Spawns bus owner tasks.
 #[derive(Debug)]
 pub struct Bus;
@@ -396,7 +401,7 @@ impl Driver {
     /// Sleeps until `guard_time` has passed since the last bytes on the line.
     async fn keep_guard_time(&mut self) {
         if let Some(last) = self.last_activity {
-            let until = last + self.config.guard_time;
+            let until = after(last, self.config.guard_time);
             sleep_until(until).await;
         }
     }
@@ -442,7 +447,7 @@ impl Driver {
         matcher: &dyn ReplyMatcher,
         limit: Duration,
     ) -> Result<Vec<u8>, Failure> {
-        let deadline = Instant::now() + limit;
+        let deadline = after(Instant::now(), limit);
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; READ_CHUNK];
         loop {
@@ -513,7 +518,7 @@ impl Driver {
     /// then drops whatever the OS still holds.
     async fn drain(&mut self) {
         let quiet = self.config.drain_quiet;
-        let hard = Instant::now() + quiet.saturating_mul(10);
+        let hard = after(Instant::now(), quiet.saturating_mul(10));
         let mut dropped = 0usize;
         let mut chunk = [0u8; READ_CHUNK];
         loop {
@@ -521,7 +526,7 @@ impl Driver {
             if now >= hard {
                 break;
             }
-            match timeout_at((now + quiet).min(hard), self.transport.read(&mut chunk)).await {
+            match timeout_at(after(now, quiet).min(hard), self.transport.read(&mut chunk)).await {
                 Ok(Ok(n)) if n > 0 => {
                     dropped = dropped.saturating_add(n);
                     self.last_activity = Some(Instant::now());

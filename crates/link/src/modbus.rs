@@ -25,6 +25,8 @@ use crate::{Check, ReplyMatcher};
 pub const MAX_PDU_LEN: usize = 253;
 /// Longest RTU ADU: address + [`MAX_PDU_LEN`] + CRC.
 pub const MAX_RTU_ADU_LEN: usize = 1 + MAX_PDU_LEN + 2;
+/// Largest MBAP length field: unit id + [`MAX_PDU_LEN`].
+const MAX_MBAP_LENGTH: u16 = 1 + MAX_PDU_LEN as u16;
 /// MBAP header length including the unit id.
 pub const MBAP_HEADER_LEN: usize = 7;
 /// Longest TCP ADU: MBAP header + [`MAX_PDU_LEN`].
@@ -350,7 +352,7 @@ fn tcp_header(buf: &[u8]) -> Result<Option<MbapHeader>, FrameError> {
         return Err(FrameError::ProtocolId(protocol));
     }
     // Length counts the unit id and the PDU (at least a function code, at most MAX_PDU_LEN).
-    if !(2..=1 + MAX_PDU_LEN as u16).contains(&length) {
+    if !(2..=MAX_MBAP_LENGTH).contains(&length) {
         return Err(FrameError::Length(length));
     }
     Ok(Some(MbapHeader { transaction, unit, frame_len: 6 + usize::from(length) }))
@@ -385,6 +387,104 @@ pub fn decode_rtu_request(buf: &[u8]) -> Result<Option<RtuRequest>, FrameError> 
     let unit = frame.first().copied().unwrap_or_default();
     let pdu = frame.get(1..len - 2).unwrap_or_default().to_vec();
     Ok(Some(RtuRequest { len, unit, pdu }))
+}
+
+/// Stream deframer for RTU requests on the slave side (the simulator): buffers received bytes, yields
+/// complete requests, and resynchronises on bad bytes by dropping one byte at a time (house style 5).
+///
+/// Dropped bytes are counted and logged once per resynchronisation, so line noise is visible. When the
+/// bytes at the front claim a frame longer than what has arrived but a complete, CRC-valid request already
+/// sits further on, the front is dropped as noise instead of waiting for bytes that never come. The buffer
+/// never holds more than one maximal ADU of unparsed bytes plus what one `push` adds.
+#[derive(Debug, Default)]
+pub struct RtuRequestDeframer {
+    buf: Vec<u8>,
+    dropped: u64,
+    /// Bytes dropped in the current resynchronisation run (first few kept for the log).
+    run: Vec<u8>,
+    run_len: usize,
+}
+
+impl RtuRequestDeframer {
+    /// An empty deframer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received and not yet returned or dropped.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes dropped while resynchronising, in total.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Forgets buffered bytes (a slave does this after an inter-frame silence, when a partial frame can no
+    /// longer complete). Returns how many were dropped.
+    pub fn clear(&mut self) -> usize {
+        let n = self.buf.len();
+        self.drop_front(n);
+        self.end_run();
+        n
+    }
+
+    /// The next complete request, or `None` when more bytes are needed.
+    pub fn next_request(&mut self) -> Option<RtuRequest> {
+        loop {
+            if self.buf.is_empty() {
+                self.end_run();
+                return None;
+            }
+            match decode_rtu_request(&self.buf) {
+                Ok(Some(req)) => {
+                    self.buf.drain(..req.len.min(self.buf.len()));
+                    self.end_run();
+                    return Some(req);
+                }
+                Ok(None) => {
+                    // Is a complete request already waiting behind a front that claims to be longer?
+                    let later = (1..self.buf.len())
+                        .find(|&at| matches!(self.buf.get(at..).map(decode_rtu_request), Some(Ok(Some(_)))));
+                    match later {
+                        Some(at) => self.drop_front(at),
+                        None => return None,
+                    }
+                }
+                Err(_) => self.drop_front(1),
+            }
+        }
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        for &b in self.buf.get(..n).unwrap_or_default() {
+            if self.run.len() < 16 {
+                self.run.push(b);
+            }
+        }
+        self.run_len = self.run_len.saturating_add(n);
+        self.dropped = self.dropped.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        self.buf.drain(..n);
+    }
+
+    fn end_run(&mut self) {
+        if self.run_len > 0 {
+            tracing::debug!(
+                bytes = self.run_len,
+                first = %hex(&self.run),
+                "modbus rtu: dropped bytes to resynchronise"
+            );
+            self.run.clear();
+            self.run_len = 0;
+        }
+    }
 }
 
 /// A Modbus TCP frame (either direction).
@@ -591,6 +691,40 @@ mod tests {
         assert!(matches!(m.check(&buf), Check::Foreign { skip: 3, .. }), "{:?}", m.check(&buf));
     }
 
+    #[test]
+    fn deframer_yields_requests_and_resynchronises() {
+        let mut d = RtuRequestDeframer::new();
+        // Noise, a request split over two pushes, a damaged request, another request.
+        d.push(&[0x00, 0xFF]);
+        d.push(&READ_REQ[..5]);
+        assert_eq!(d.next_request(), None);
+        d.push(&READ_REQ[5..]);
+        let mut damaged = READ_REQ;
+        damaged[4] ^= 0x01;
+        d.push(&damaged);
+        let write = encode_rtu(0x11, &[0x06, 0x00, 0x01, 0x00, 0x03]);
+        d.push(&write);
+        assert_eq!(d.next_request().unwrap().pdu, READ_REQ[1..6].to_vec());
+        assert_eq!(d.next_request().unwrap().unit, 0x11);
+        assert_eq!(d.next_request(), None);
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.dropped(), 2 + 8);
+    }
+
+    #[test]
+    fn deframer_does_not_wait_behind_noise_that_claims_a_long_frame() {
+        let mut d = RtuRequestDeframer::new();
+        // "unit 9, write multiple registers, byte count 200" is noise; a whole request follows.
+        d.push(&[0x09, 0x10, 0x00, 0x00, 0x00, 0x64, 0xC8]);
+        d.push(&READ_REQ);
+        assert_eq!(d.next_request().unwrap().len, 8);
+        assert_eq!(d.dropped(), 7);
+        // A partial frame forgotten after a silence.
+        d.push(&READ_REQ[..3]);
+        assert_eq!(d.next_request(), None);
+        assert_eq!(d.clear(), 3);
+    }
+
     // ---- TCP emit/parse pairs ----
 
     const TCP_REQ: [u8; 12] = [
@@ -714,6 +848,12 @@ mod tests {
         fn random_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..300), unit in any::<u8>(), function in any::<u8>(), tid in any::<u16>()) {
             let _ = decode_rtu_request(&buf);
             let _ = decode_tcp_frame(&buf);
+            let mut d = RtuRequestDeframer::new();
+            d.push(&buf);
+            while let Some(req) = d.next_request() {
+                prop_assert!(req.len <= buf.len());
+            }
+            prop_assert!(d.buffered() < MAX_RTU_ADU_LEN);
             let _ = rtu_reply_pdu(&buf);
             let _ = tcp_reply_pdu(&buf);
             for check in [

@@ -33,6 +33,7 @@ pub fn pair_with_capacity(capacity: usize) -> (LoopbackTransport, LoopbackTransp
 
 impl LoopbackTransport {
     /// Renames this end for logs (`describe()`).
+    #[must_use]
     pub fn named(mut self, name: &str) -> Self {
         self.name = name.to_string();
         self

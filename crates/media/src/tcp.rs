@@ -59,6 +59,7 @@ impl TcpTransport {
     }
 
     /// Sets the bound on one connection attempt. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

@@ -62,6 +62,7 @@ impl<T: Transport> Tracer<T> {
     }
 
     /// Also appends every chunk to `log`.
+    #[must_use]
     pub fn recording(mut self, log: TraceLog) -> Self {
         self.log = Some(log);
         self
