@@ -460,3 +460,31 @@ async fn peer_gone_is_an_io_error_not_a_hang() {
     }
     assert_eq!(bus.stats().total.failures, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gave_up_before_its_turn_never_reaches_the_line() {
+    let (bus, mut peer) = spawn_bus(BusConfig { retries: 0, ..config() });
+    let meter = tokio::spawn(async move {
+        let mut units = Vec::new();
+        while let Some(req) = peer.rtu_request().await {
+            units.push(req.unit);
+            if req.unit == 3 {
+                peer.send(&registers_reply(3, 3, &[1])).await;
+            }
+        }
+        units
+    });
+    // Unit 1 is dead and holds the line for its whole timeout.
+    let slow = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.transact(rtu_exchange("dead", 1, 3, 0, 1)).await }
+    });
+    tokio::task::yield_now().await;
+    // Unit 2's caller gives up while still queued.
+    let gave_up = tokio::time::timeout(50 * MS, bus.transact(rtu_exchange("impatient", 2, 3, 0, 1))).await;
+    assert!(gave_up.is_err());
+    assert!(slow.await.unwrap().is_err());
+    bus.transact(rtu_exchange("next", 3, 3, 0, 1)).await.unwrap();
+    drop(bus);
+    assert_eq!(meter.await.unwrap(), [1, 3], "unit 2's request was never written");
+}
