@@ -278,6 +278,45 @@ impl ReplyMatcher for RtuReplyMatcher {
     }
 }
 
+/// An [`RtuReplyMatcher`] that also knows the exact length of the normal reply (it follows from the
+/// request: `5 + byte count` for reads, 8 for writes).
+///
+/// RTU has no transaction id, so a late reply to an earlier read from the same unit with the same function
+/// looks valid to [`RtuReplyMatcher`]. When its length differs from what this request must get back, it is
+/// certainly not our reply: it is reported as [`Check::Foreign`] and the bus keeps waiting for the real one.
+/// (A late reply of the very same length cannot be told apart on the wire; the bus's drain after every
+/// timeout and the discard of stale input before every request are the protection there.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtuExactReplyMatcher {
+    /// Unit and function checks, CRC, resynchronisation.
+    pub base: RtuReplyMatcher,
+    /// Length in bytes of the normal (non-exception) reply frame, unit and CRC included.
+    pub reply_len: usize,
+}
+
+impl ReplyMatcher for RtuExactReplyMatcher {
+    fn check(&self, buf: &[u8]) -> Check {
+        match self.base.check(buf) {
+            Check::Complete { len } => {
+                let exception = buf.get(field::RTU_FUNCTION).is_some_and(|f| f & 0x80 != 0);
+                if exception || len == self.reply_len {
+                    Check::Complete { len }
+                } else {
+                    Check::Foreign {
+                        skip: len,
+                        what: format!(
+                            "reply of {len} bytes from unit {} to function 0x{:02X}, expected {} bytes \
+                             (a late reply to an earlier request)",
+                            self.base.unit, self.base.function, self.reply_len
+                        ),
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// The PDU of a complete RTU frame (without unit and CRC); `None` when shorter than unit + function + CRC.
 pub fn rtu_reply_pdu(frame: &[u8]) -> Option<&[u8]> {
     if frame.len() < 4 {
@@ -533,6 +572,22 @@ mod tests {
         let [a0, a1] = a.to_be_bytes();
         let [b0, b1] = b.to_be_bytes();
         encode_rtu(unit, &[0x03, 0x04, a0, a1, b0, b1])
+    }
+
+    #[test]
+    fn exact_matcher_rejects_a_late_reply_of_another_length() {
+        // Late reply to "read 2 holding registers": 01 03 04 00 01 00 02 + CRC (9 bytes).
+        let late = encode_rtu(1, &[0x03, 0x04, 0x00, 0x01, 0x00, 0x02]);
+        // Our reply to "read 3 holding registers" (11 bytes).
+        let ours = encode_rtu(1, &[0x03, 0x06, 0x00, 0x0A, 0x00, 0x0B, 0x00, 0x0C]);
+        let m = RtuExactReplyMatcher { base: rtu(1, 3), reply_len: 11 };
+        let mut buf = late.clone();
+        buf.extend_from_slice(&ours);
+        assert!(matches!(m.check(&buf), Check::Foreign { skip: 9, .. }));
+        assert_eq!(m.check(&ours), Check::Complete { len: 11 });
+        // An exception reply is always ours.
+        let exc = encode_rtu(1, &[0x83, 0x02]);
+        assert_eq!(m.check(&exc), Check::Complete { len: 5 });
     }
 
     fn rtu(unit: u8, function: u8) -> RtuReplyMatcher {
