@@ -316,7 +316,10 @@ fn parse_duration_ms(s: &str) -> Option<u64> {
     }
     let v = secs.parse::<f64>().ok()?;
     let ms = (v * 1000.0).round();
-    (ms.is_finite() && ms >= 0.0 && ms <= 86_400_000.0).then_some(ms as u64)
+    // Bounded to one day, so the cast below is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = ms as u64;
+    (0.0..=86_400_000.0).contains(&ms).then_some(whole)
 }
 
 /// Names: `[a-z][a-z0-9_]*`, at most 64 characters.
@@ -900,9 +903,7 @@ fn modbus_value(ctx: &mut Ctx<'_>, el: &Element, defaults: &ModbusDefaults) -> O
                 }
             }
         }
-        if ty.is_none() {
-            return None;
-        }
+        ty?;
     }
     Some(ModbusValue {
         table: table?,
@@ -1098,6 +1099,6 @@ mod tests {
         assert_eq!(lines.locate(3), (2, 1));
         // 'µ' and 'é' are two bytes each; '<' is the third character of line 2.
         assert_eq!(lines.locate(7), (2, 3));
-        assert_eq!(lines.locate(999), (2, 4));
+        assert_eq!(lines.locate(999), (2, 5));
     }
 }
