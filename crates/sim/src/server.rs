@@ -1,0 +1,636 @@
+//! Serving simulated meters: the shared [`Simulator`], the sans-IO server [`Session`] (deframing, unit
+//! filtering, fault injection) and the async drivers for TCP listeners and serial ports.
+//!
+//! A [`Session`] is one server-side connection without I/O: feed it received bytes with
+//! [`Session::handle_input`], take replies with [`Session::poll_transmit`], tell it about line silence with
+//! [`Session::handle_silence`]. The drivers only pump: read, feed, wait the reply delay, write.
+//!
+//! RTU framing resynchronises on garbage or a bad CRC by dropping one byte at a time (the dropped bytes are
+//! counted and logged once per episode) and silently skips well-formed requests for units it does not serve
+//! (several meters share an RS-485 line). MBAP framing has no way to resynchronise: a bad header closes the
+//! connection, as Modbus TCP servers do.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ami_link::modbus::{decode_tcp_frame, encode_rtu, encode_tcp, RtuRequestDeframer};
+use ami_media::{MediaUrl, Parity, SerialSettings};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::{SimError, SimMeter};
+
+/// Unit address 0: an RTU broadcast (writes only, never answered).
+const BROADCAST: u8 = 0;
+/// Bytes kept while waiting for a frame; more than any Modbus ADU (RTU 256, MBAP 260) plus slack.
+const MAX_BUFFER: usize = 1024;
+/// Bytes of dropped garbage shown in the resynchronisation log line.
+const GARBAGE_SHOWN: usize = 32;
+/// A partial frame older than this is discarded on a TCP connection (no line timing there).
+const TCP_STALE_PARTIAL: Duration = Duration::from_secs(1);
+/// Lower bound of the partial-frame discard time on serial lines: USB adapters deliver bytes in bursts
+/// up to 16 ms apart, so the spec's 3.5 characters is too strict for them.
+const SERIAL_STALE_PARTIAL_MIN: Duration = Duration::from_millis(50);
+
+/// Which ADU the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimFraming {
+    /// RTU: `unit | PDU | CRC-16/MODBUS` (serial lines, and RTU over TCP like a transparent gateway).
+    Rtu,
+    /// Modbus TCP: MBAP header `transaction | protocol 0 | length | unit`, then the PDU. The default.
+    #[default]
+    Tcp,
+}
+
+/// How a server answers: framing, which units, and seeded fault injection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimOptions {
+    /// Framing. Default [`SimFraming::Tcp`].
+    pub framing: SimFraming,
+    /// Unit addresses this server answers; requests for any other unit get no reply at all (RTU and TCP
+    /// alike). Empty (the default) answers every meter of the [`Simulator`].
+    pub units: Vec<u8>,
+    /// Wait before each reply is written (a slow meter; a delay beyond the master's timeout makes late
+    /// replies, which are still sent). Default 0.
+    pub delay: Duration,
+    /// Probability (0..=1) that a reply is silently not sent. Default 0.
+    pub drop_rate: f64,
+    /// Probability (0..=1) that one byte of a reply is corrupted: any byte of an RTU frame (its CRC then
+    /// fails), a PDU byte of an MBAP frame. Default 0.
+    pub corrupt_rate: f64,
+    /// Seed of the fault injection. Default 0.
+    pub seed: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            framing: SimFraming::Tcp,
+            units: Vec::new(),
+            delay: Duration::ZERO,
+            drop_rate: 0.0,
+            corrupt_rate: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Counters of a [`Simulator`], summed over every server and connection sharing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Requests for a served unit that were handled (answered, dropped or broadcast).
+    pub requests: u64,
+    /// Replies queued for sending, corrupted ones included.
+    pub replies: u64,
+    /// Of those requests, replies that were exceptions.
+    pub exceptions: u64,
+    /// Replies silently dropped by fault injection.
+    pub dropped: u64,
+    /// Replies corrupted by fault injection.
+    pub corrupted: u64,
+    /// Well-formed requests for units this server does not answer (ignored silently).
+    pub ignored: u64,
+    /// Bytes dropped while resynchronising (garbage, bad CRC, stale partial frames).
+    pub garbage_bytes: u64,
+    /// Connections accepted (TCP) or ports opened (serial).
+    pub connections: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatCells {
+    requests: AtomicU64,
+    replies: AtomicU64,
+    exceptions: AtomicU64,
+    dropped: AtomicU64,
+    corrupted: AtomicU64,
+    ignored: AtomicU64,
+    garbage_bytes: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl StatCells {
+    fn add(cell: &AtomicU64, n: u64) {
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> SimStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SimStats {
+            requests: get(&self.requests),
+            replies: get(&self.replies),
+            exceptions: get(&self.exceptions),
+            dropped: get(&self.dropped),
+            corrupted: get(&self.corrupted),
+            ignored: get(&self.ignored),
+            garbage_bytes: get(&self.garbage_bytes),
+            connections: get(&self.connections),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    meters: Mutex<HashMap<u8, SimMeter>>,
+    start: Instant,
+    /// Time added by [`Simulator::advance`].
+    skew: Mutex<Duration>,
+    stats: StatCells,
+}
+
+/// The meters of one simulated line, by unit address, shared by every server (a cheap clonable handle).
+///
+/// Its clock is `tokio::time::Instant` since creation plus whatever [`Simulator::advance`] added, so tests
+/// can use `tokio::time::pause()` or jump ahead. Every access first brings the meter up to that clock.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Simulator {
+    /// A line with no meters.
+    pub fn new() -> Self {
+        Simulator {
+            shared: Arc::new(Shared {
+                meters: Mutex::new(HashMap::new()),
+                start: Instant::now(),
+                skew: Mutex::new(Duration::ZERO),
+                stats: StatCells::default(),
+            }),
+        }
+    }
+
+    /// A line with one meter at `unit`.
+    pub fn single(unit: u8, meter: SimMeter) -> Self {
+        let sim = Self::new();
+        sim.insert(unit, meter);
+        sim
+    }
+
+    fn meters(&self) -> MutexGuard<'_, HashMap<u8, SimMeter>> {
+        // A panic while holding the lock cannot leave a meter half-updated in a way that matters to a
+        // simulator; keep serving.
+        self.shared.meters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds (or replaces) the meter at `unit`, returning the previous one. Its clock starts now.
+    pub fn insert(&self, unit: u8, mut meter: SimMeter) -> Option<SimMeter> {
+        meter.update(self.elapsed());
+        self.meters().insert(unit, meter)
+    }
+
+    /// Removes the meter at `unit` (it then stays silent, like a dead meter).
+    pub fn remove(&self, unit: u8) -> Option<SimMeter> {
+        self.meters().remove(&unit)
+    }
+
+    /// Unit addresses with a meter, ascending.
+    pub fn units(&self) -> Vec<u8> {
+        let mut units: Vec<u8> = self.meters().keys().copied().collect();
+        units.sort_unstable();
+        units
+    }
+
+    /// The simulator's clock: time since creation plus [`Simulator::advance`]s.
+    pub fn elapsed(&self) -> Duration {
+        let skew = *self.shared.skew.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.start.elapsed().saturating_add(skew)
+    }
+
+    /// Moves the simulated clock forward by `by` (counters grow as if that time had passed).
+    pub fn advance(&self, by: Duration) {
+        let mut skew = self.shared.skew.lock().unwrap_or_else(|p| p.into_inner());
+        *skew = skew.saturating_add(by);
+    }
+
+    /// Runs `f` on the meter at `unit`, brought up to the clock first. `None` when there is no such meter.
+    pub fn with_meter<R>(&self, unit: u8, f: impl FnOnce(&mut SimMeter) -> R) -> Option<R> {
+        let now = self.elapsed();
+        let mut meters = self.meters();
+        let meter = meters.get_mut(&unit)?;
+        meter.update(now);
+        Some(f(meter))
+    }
+
+    /// Pins a value of the meter at `unit` (see [`SimMeter::set_value`]).
+    pub fn set_value(&self, unit: u8, name: &str, value: f64) -> Result<(), SimError> {
+        self.with_meter(unit, |m| m.set_value(name, value)).unwrap_or(Err(SimError::UnknownUnit(unit)))
+    }
+
+    /// A value of the meter at `unit` as a master would decode it now.
+    pub fn value(&self, unit: u8, name: &str) -> Option<f64> {
+        self.with_meter(unit, |m| m.value(name)).flatten()
+    }
+
+    /// Every value of the meter at `unit`, in profile order (empty for an unknown unit).
+    pub fn snapshot(&self, unit: u8) -> Vec<(String, f64)> {
+        self.with_meter(unit, |m| m.snapshot()).unwrap_or_default()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Answers a request PDU for `unit`: `None` when no meter is at that unit (silence) or the PDU is
+    /// empty. Unit 0 (broadcast) applies a write to every meter and answers nothing.
+    pub fn handle_pdu(&self, unit: u8, pdu: &[u8]) -> Option<Vec<u8>> {
+        let now = self.elapsed();
+        let mut meters = self.meters();
+        if unit == BROADCAST {
+            for meter in meters.values_mut() {
+                meter.update(now);
+                meter.handle_broadcast(pdu);
+            }
+            return None;
+        }
+        let meter = meters.get_mut(&unit)?;
+        meter.update(now);
+        meter.handle_pdu(pdu)
+    }
+}
+
+/// Why a [`Session`] gave up on its connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// An MBAP header that cannot be a Modbus TCP frame: there is no way to find the next frame.
+    #[error("bad Modbus TCP frame: {0}")]
+    BadFrame(String),
+}
+
+/// One server-side connection without I/O: deframes requests, answers the units it serves through the
+/// [`Simulator`], injects faults, and queues replies.
+///
+/// Contract: after every [`Session::handle_input`] or [`Session::handle_silence`], call
+/// [`Session::poll_transmit`] until it returns `None` and write each frame (after the reply delay).
+/// No input panics it.
+#[derive(Debug)]
+pub struct Session {
+    sim: Simulator,
+    framing: SimFraming,
+    units: Vec<u8>,
+    drop_rate: f64,
+    corrupt_rate: f64,
+    rng: StdRng,
+    /// RTU: the stream deframer (resynchronises by dropping bytes).
+    rtu: RtuRequestDeframer,
+    /// MBAP: bytes received and not yet part of a frame.
+    buf: Vec<u8>,
+    /// Bytes dropped in the current resynchronisation episode (first few kept for the log).
+    garbage: Vec<u8>,
+    garbage_len: usize,
+    out: std::collections::VecDeque<Vec<u8>>,
+    peer: String,
+}
+
+impl Session {
+    /// A session for one connection from `peer` (for logs), with `opts`' framing, units and fault
+    /// rates. `seed` drives the fault injection (servers derive one per connection from `opts.seed`).
+    pub fn new(sim: Simulator, opts: &SimOptions, seed: u64, peer: impl Into<String>) -> Session {
+        Session {
+            sim,
+            framing: opts.framing,
+            units: opts.units.clone(),
+            drop_rate: opts.drop_rate,
+            corrupt_rate: opts.corrupt_rate,
+            rng: StdRng::seed_from_u64(seed),
+            rtu: RtuRequestDeframer::new(),
+            buf: Vec::new(),
+            garbage: Vec::new(),
+            garbage_len: 0,
+            out: std::collections::VecDeque::new(),
+            peer: peer.into(),
+        }
+    }
+
+    /// Bytes received and not yet part of a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.rtu.buffered()
+    }
+
+    fn serves(&self, unit: u8) -> bool {
+        self.units.is_empty() || self.units.contains(&unit)
+    }
+
+    fn stats(&self) -> &StatCells {
+        &self.sim.shared.stats
+    }
+
+    /// Feeds received bytes; complete requests are answered into the transmit queue. An error means the
+    /// connection must be closed (MBAP framing only).
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        match self.framing {
+            SimFraming::Rtu => {
+                self.rtu.push(data);
+                self.process_rtu();
+                Ok(())
+            }
+            SimFraming::Tcp => {
+                self.buf.extend_from_slice(data);
+                let result = self.process_tcp();
+                self.bound_buffer();
+                result
+            }
+        }
+    }
+
+    /// Keeps the MBAP buffer bounded whatever arrives.
+    fn bound_buffer(&mut self) {
+        if self.buf.len() > MAX_BUFFER {
+            // Cannot happen with a deframer that bounds lengths, but never grow without limit.
+            let excess = self.buf.len() - MAX_BUFFER;
+            let dropped: Vec<u8> = self.buf.drain(..excess).collect();
+            self.note_garbage(&dropped);
+            self.flush_garbage_log("buffer overflow");
+        }
+    }
+
+    /// The line has been silent long enough that a partial frame will never complete: discard it.
+    pub fn handle_silence(&mut self) {
+        let partial = std::mem::take(&mut self.buf);
+        self.note_garbage(&partial);
+        let before = self.rtu.dropped();
+        self.rtu.clear();
+        self.note_dropped_by_deframer(before);
+        self.flush_garbage_log("incomplete frame followed by silence");
+    }
+
+    /// Counts (and remembers for the log) what the RTU deframer dropped since `before`.
+    fn note_dropped_by_deframer(&mut self, before: u64) {
+        let n = self.rtu.dropped().saturating_sub(before);
+        if n > 0 {
+            self.garbage_len = self.garbage_len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            StatCells::add(&self.stats().garbage_bytes, n);
+        }
+    }
+
+    /// The next reply frame to write, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    fn note_garbage(&mut self, bytes: &[u8]) {
+        let room = GARBAGE_SHOWN.saturating_sub(self.garbage.len());
+        self.garbage.extend(bytes.iter().take(room));
+        self.garbage_len = self.garbage_len.saturating_add(bytes.len());
+        StatCells::add(&self.stats().garbage_bytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+    }
+
+    fn flush_garbage_log(&mut self, why: &str) {
+        if self.garbage_len == 0 {
+            return;
+        }
+        let mut shown: String = self.garbage.iter().map(|b| format!(" {b:02X}")).collect();
+        if !shown.is_empty() && self.garbage_len > self.garbage.len() {
+            shown.push_str(" …");
+        }
+        tracing::info!(
+            peer = %self.peer,
+            bytes = self.garbage_len,
+            "simulator dropped {} byte(s) to resynchronise ({why}){}{shown}",
+            self.garbage_len,
+            if shown.is_empty() { "" } else { ":" },
+        );
+        self.garbage.clear();
+        self.garbage_len = 0;
+    }
+
+    fn process_rtu(&mut self) {
+        loop {
+            let before = self.rtu.dropped();
+            let next = self.rtu.next_request();
+            self.note_dropped_by_deframer(before);
+            let Some(request) = next else { return };
+            self.flush_garbage_log("no valid RTU frame");
+            let unit = request.unit;
+            self.answer(unit, &request.pdu, |pdu| encode_rtu(unit, pdu));
+        }
+    }
+
+    fn process_tcp(&mut self) -> Result<(), SessionError> {
+        loop {
+            match decode_tcp_frame(&self.buf) {
+                Ok(None) => return Ok(()),
+                Ok(Some(frame)) => {
+                    self.buf.drain(..frame.len.min(self.buf.len()).max(1));
+                    let (unit, transaction) = (frame.unit, frame.transaction);
+                    self.answer(unit, &frame.pdu, |pdu| encode_tcp(transaction, unit, pdu));
+                }
+                Err(e) => {
+                    let dropped = std::mem::take(&mut self.buf);
+                    self.note_garbage(&dropped);
+                    self.flush_garbage_log("bad MBAP header, closing");
+                    return Err(SessionError::BadFrame(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Handles one well-framed request: unit filter, the meter, fault injection, framing of the reply.
+    fn answer(&mut self, unit: u8, pdu: &[u8], frame: impl Fn(&[u8]) -> Vec<u8>) {
+        let broadcast = unit == BROADCAST && self.framing == SimFraming::Rtu;
+        if !broadcast && (!self.serves(unit) || !self.sim.units().contains(&unit)) {
+            StatCells::add(&self.stats().ignored, 1);
+            return;
+        }
+        StatCells::add(&self.stats().requests, 1);
+        if broadcast {
+            // Writes to every meter this server answers; a broadcast is never answered.
+            let units: Vec<u8> = self.sim.units().into_iter().filter(|u| self.serves(*u)).collect();
+            for u in units {
+                self.sim.with_meter(u, |m| m.handle_broadcast(pdu));
+            }
+            return;
+        }
+        let Some(reply) = self.sim.handle_pdu(unit, pdu) else { return };
+        if reply.first().is_some_and(|code| code & 0x80 != 0) {
+            StatCells::add(&self.stats().exceptions, 1);
+        }
+        if self.drop_rate > 0.0 && self.rng.gen_bool(self.drop_rate.clamp(0.0, 1.0)) {
+            StatCells::add(&self.stats().dropped, 1);
+            tracing::debug!(peer = %self.peer, unit, "simulator dropped a reply (fault injection)");
+            return;
+        }
+        let mut bytes = frame(&reply);
+        if self.corrupt_rate > 0.0 && self.rng.gen_bool(self.corrupt_rate.clamp(0.0, 1.0)) {
+            // RTU: any byte (the CRC detects every single-byte error). MBAP: a PDU byte only, so the
+            // stream stays in step and the master sees a wrong reply rather than a broken connection.
+            let first = match self.framing {
+                SimFraming::Rtu => 0,
+                SimFraming::Tcp => 7,
+            };
+            if bytes.len() > first {
+                let at = self.rng.gen_range(first..bytes.len());
+                let flip: u8 = self.rng.gen_range(1..=u8::MAX);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b ^= flip;
+                }
+                StatCells::add(&self.stats().corrupted, 1);
+                tracing::debug!(peer = %self.peer, unit, at, "simulator corrupted a reply (fault injection)");
+            }
+        }
+        StatCells::add(&self.stats().replies, 1);
+        self.out.push_back(bytes);
+    }
+}
+
+/// Reads, feeds the session, waits the reply delay, writes. Returns at end of stream or on an I/O error.
+async fn drive<S>(mut stream: S, mut session: Session, delay: Duration, stale_partial: Duration) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut chunk = [0u8; 512];
+    loop {
+        let read = if session.buffered() > 0 {
+            match tokio::time::timeout(stale_partial, stream.read(&mut chunk)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    session.handle_silence();
+                    continue;
+                }
+            }
+        } else {
+            stream.read(&mut chunk).await
+        };
+        let n = read?;
+        if n == 0 {
+            return Ok(());
+        }
+        let received = chunk.get(..n).unwrap_or_default();
+        let fed = session.handle_input(received);
+        while let Some(reply) = session.poll_transmit() {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            stream.write_all(&reply).await?;
+        }
+        stream.flush().await?;
+        if let Err(e) = fed {
+            tracing::warn!(peer = %session.peer, error = %e, "simulator closing connection");
+            return Ok(());
+        }
+    }
+}
+
+/// A per-connection fault-injection seed.
+fn connection_seed(seed: u64, connection: u64) -> u64 {
+    seed ^ connection.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Serves `sim` on every connection `listener` accepts, with `opts.framing` (MBAP, or RTU over TCP).
+///
+/// Runs until the future is dropped or the task aborted; connections end with it. Transient accept
+/// errors (a client resetting, too many open files) are logged and retried; it returns the error only after
+/// 100 accept failures in a row (about 10 s).
+pub async fn serve_tcp(listener: TcpListener, sim: Simulator, opts: SimOptions) -> io::Result<()> {
+    let mut connections = JoinSet::new();
+    let mut accepted: u64 = 0;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            result = listener.accept() => match result {
+                Ok((stream, peer)) => {
+                    failures = 0;
+                    accepted = accepted.wrapping_add(1);
+                    StatCells::add(&sim.shared.stats.connections, 1);
+                    // Replies are small and latency matters more than packet count.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let session = Session::new(sim.clone(), &opts, connection_seed(opts.seed, accepted), peer.to_string());
+                    let delay = opts.delay;
+                    connections.spawn(async move {
+                        tracing::debug!(%peer, "simulator connection opened");
+                        if let Err(e) = drive(stream, session, delay, TCP_STALE_PARTIAL).await {
+                            tracing::debug!(%peer, error = %e, "simulator connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "simulator accept failed");
+                    if failures >= 100 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0`) and serves `sim` there on a new task. Returns the bound address and
+/// the task (abort it to stop the server and its connections).
+pub async fn spawn_tcp(
+    addr: &str,
+    sim: Simulator,
+    opts: SimOptions,
+) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((local, tokio::spawn(serve_tcp(listener, sim, opts))))
+}
+
+/// How long a partial frame may wait for its next byte on a serial line: 3.5 characters (Modbus over
+/// serial line V1.02, 2.5.1.1), but at least [`SERIAL_STALE_PARTIAL_MIN`].
+fn serial_stale_partial(settings: &SerialSettings) -> Duration {
+    let baud = u64::from(settings.baud.max(1));
+    let micros = 3_500_000 * u64::from(settings.bits_per_char()) / baud;
+    Duration::from_micros(micros).max(SERIAL_STALE_PARTIAL_MIN)
+}
+
+/// Serves `sim` on a serial device or pty at `path` with `settings` (ptys ignore baud and parity), with
+/// `opts.framing` (RTU on a real line). Requests for other units on a shared line are skipped silently.
+/// Returns when the device reports an error or end of file.
+pub async fn serve_serial(path: &str, settings: &SerialSettings, sim: Simulator, opts: SimOptions) -> io::Result<()> {
+    use tokio_serial::SerialPortBuilderExt;
+    let parity = match settings.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+    };
+    let data_bits = match settings.data_bits {
+        5 => tokio_serial::DataBits::Five,
+        6 => tokio_serial::DataBits::Six,
+        7 => tokio_serial::DataBits::Seven,
+        _ => tokio_serial::DataBits::Eight,
+    };
+    let stop_bits = if settings.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+    let port = tokio_serial::new(path, settings.baud)
+        .parity(parity)
+        .data_bits(data_bits)
+        .stop_bits(stop_bits)
+        .open_native_async()
+        .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
+    StatCells::add(&sim.shared.stats.connections, 1);
+    let session = Session::new(sim, &opts, connection_seed(opts.seed, 1), path.to_string());
+    tracing::info!(path, %settings, "simulator serving serial line");
+    drive(port, session, opts.delay, serial_stale_partial(settings)).await
+}
+
+/// Serves `sim` where a media URL points: `tcp://host:port` binds and serves TCP connections,
+/// `serial:///dev/…` opens the device. `opts.framing` applies to both.
+pub async fn serve(url: &MediaUrl, sim: Simulator, opts: SimOptions) -> io::Result<()> {
+    match url {
+        MediaUrl::Tcp { host, port, .. } => {
+            let listener = TcpListener::bind((host.as_str(), *port)).await?;
+            tracing::info!(addr = %listener.local_addr()?, framing = ?opts.framing, "simulator listening");
+            serve_tcp(listener, sim, opts).await
+        }
+        MediaUrl::Serial { path, settings, .. } => serve_serial(path, settings, sim, opts).await,
+    }
+}
