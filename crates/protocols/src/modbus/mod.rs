@@ -6,6 +6,9 @@
 //! [`Master`] sends requests through an `ami_link::BusHandle`, so every Modbus exchange goes through the one
 //! owner of its line.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod harness;
 mod master;
 mod pdu;
 pub mod plan;
@@ -13,6 +16,6 @@ pub mod value;
 
 pub use master::{Framing, Master, MasterError};
 pub use pdu::{
-    encode_exception, encode_response, Exception, Function, PduError, Request, Response,
-    MAX_PDU_LEN, MAX_READ_BITS, MAX_READ_REGISTERS, MAX_WRITE_BITS, MAX_WRITE_REGISTERS,
+    encode_exception, encode_response, Exception, Function, PduError, Request, Response, MAX_PDU_LEN, MAX_READ_BITS,
+    MAX_READ_REGISTERS, MAX_WRITE_BITS, MAX_WRITE_REGISTERS,
 };

@@ -345,18 +345,12 @@ fn pack_bits(bits: &[bool]) -> Vec<u8> {
 
 /// Unpacks `count` bits (LSB first); `None` when `bytes` is too short.
 fn unpack_bits(bytes: &[u8], count: usize) -> Option<Vec<bool>> {
-    (0..count)
-        .map(|i| bytes.get(i / 8).map(|b| b & (1 << (i % 8)) != 0))
-        .collect()
+    (0..count).map(|i| bytes.get(i / 8).map(|b| b & (1 << (i % 8)) != 0)).collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
     const MAX_SHOWN: usize = 16;
-    let mut s: String = bytes
-        .iter()
-        .take(MAX_SHOWN)
-        .map(|b| format!("{b:02X} "))
-        .collect();
+    let mut s: String = bytes.iter().take(MAX_SHOWN).map(|b| format!("{b:02X} ")).collect();
     if bytes.len() > MAX_SHOWN {
         s.push('…');
     } else {
@@ -384,9 +378,7 @@ impl From<RangeError> for PduError {
 /// Checks `1 <= quantity <= max` and that `address..address+quantity` stays inside the 65536-entry table.
 fn check_range(what: &str, address: u16, quantity: u16, max: u16) -> Result<(), RangeError> {
     if quantity == 0 || quantity > max {
-        return Err(RangeError::Quantity(format!(
-            "{what}: quantity {quantity} is outside 1..={max}"
-        )));
+        return Err(RangeError::Quantity(format!("{what}: quantity {quantity} is outside 1..={max}")));
     }
     if u32::from(address) + u32::from(quantity) > 0x1_0000 {
         return Err(RangeError::PastEnd(format!(
@@ -433,21 +425,15 @@ impl Request {
     fn check_range(&self) -> Result<(), RangeError> {
         let count = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         let (address, quantity, max) = match self {
-            Request::ReadCoils { address, quantity }
-            | Request::ReadDiscreteInputs { address, quantity } => {
+            Request::ReadCoils { address, quantity } | Request::ReadDiscreteInputs { address, quantity } => {
                 (*address, *quantity, MAX_READ_BITS)
             }
-            Request::ReadHoldingRegisters { address, quantity }
-            | Request::ReadInputRegisters { address, quantity } => {
+            Request::ReadHoldingRegisters { address, quantity } | Request::ReadInputRegisters { address, quantity } => {
                 (*address, *quantity, MAX_READ_REGISTERS)
             }
             Request::WriteSingleCoil { .. } | Request::WriteSingleRegister { .. } => return Ok(()),
-            Request::WriteMultipleCoils { address, values } => {
-                (*address, count(values.len()), MAX_WRITE_BITS)
-            }
-            Request::WriteMultipleRegisters { address, values } => {
-                (*address, count(values.len()), MAX_WRITE_REGISTERS)
-            }
+            Request::WriteMultipleCoils { address, values } => (*address, count(values.len()), MAX_WRITE_BITS),
+            Request::WriteMultipleRegisters { address, values } => (*address, count(values.len()), MAX_WRITE_REGISTERS),
         };
         check_range(self.function().name(), address, quantity, max)
     }
@@ -510,11 +496,9 @@ impl Request {
         let fixed = |data: &[u8]| -> Result<(u16, u16), PduError> {
             match (data.len(), u16_at(data, 0), u16_at(data, 2)) {
                 (4, Some(a), Some(b)) => Ok((a, b)),
-                (n, ..) => Err(PduError::Invalid(format!(
-                    "request {function}: {} bytes, expected 5 ({})",
-                    n + 1,
-                    hex(pdu)
-                ))),
+                (n, ..) => {
+                    Err(PduError::Invalid(format!("request {function}: {} bytes, expected 5 ({})", n + 1, hex(pdu))))
+                }
             }
         };
         let request = match function {
@@ -525,12 +509,8 @@ impl Request {
                 let (address, quantity) = fixed(data)?;
                 match function {
                     Function::ReadCoils => Request::ReadCoils { address, quantity },
-                    Function::ReadDiscreteInputs => {
-                        Request::ReadDiscreteInputs { address, quantity }
-                    }
-                    Function::ReadHoldingRegisters => {
-                        Request::ReadHoldingRegisters { address, quantity }
-                    }
+                    Function::ReadDiscreteInputs => Request::ReadDiscreteInputs { address, quantity },
+                    Function::ReadHoldingRegisters => Request::ReadHoldingRegisters { address, quantity },
                     _ => Request::ReadInputRegisters { address, quantity },
                 }
             }
@@ -541,8 +521,8 @@ impl Request {
                     COIL_OFF => false,
                     other => {
                         return Err(PduError::BadRequest(format!(
-                        "write single coil: output value 0x{other:04X}, expected 0xFF00 or 0x0000"
-                    )))
+                            "write single coil: output value 0x{other:04X}, expected 0xFF00 or 0x0000"
+                        )))
                     }
                 };
                 Request::WriteSingleCoil { address, value }
@@ -552,8 +532,7 @@ impl Request {
                 Request::WriteSingleRegister { address, value }
             }
             Function::WriteMultipleCoils | Function::WriteMultipleRegisters => {
-                let (Some(address), Some(quantity), Some(&count)) =
-                    (u16_at(data, 0), u16_at(data, 2), data.get(4))
+                let (Some(address), Some(quantity), Some(&count)) = (u16_at(data, 0), u16_at(data, 2), data.get(4))
                 else {
                     return Err(PduError::Invalid(format!(
                         "request {function}: {} bytes, too short for the header ({})",
@@ -590,27 +569,20 @@ impl Request {
                         .ok_or_else(|| PduError::Invalid("coil data truncated".into()))?;
                     Request::WriteMultipleCoils { address, values }
                 } else {
-                    let values = values
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect();
+                    let values = values.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
                     Request::WriteMultipleRegisters { address, values }
                 }
             }
             Function::Unknown(_) => {
-                return Err(PduError::Exception {
-                    function,
-                    exception: Exception::IllegalFunction,
-                })
+                return Err(PduError::Exception { function, exception: Exception::IllegalFunction })
             }
         };
         match request.check_range() {
             Ok(()) => Ok(request),
             // The quantity is fine but the range runs off the table: the spec answers 02.
-            Err(RangeError::PastEnd(_)) => Err(PduError::Exception {
-                function,
-                exception: Exception::IllegalDataAddress,
-            }),
+            Err(RangeError::PastEnd(_)) => {
+                Err(PduError::Exception { function, exception: Exception::IllegalDataAddress })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -629,10 +601,7 @@ impl Request {
         };
         if code == expected_code | EXCEPTION_FLAG {
             return match data {
-                [exception] => Err(PduError::Exception {
-                    function,
-                    exception: Exception::from(*exception),
-                }),
+                [exception] => Err(PduError::Exception { function, exception: Exception::from(*exception) }),
                 _ => Err(PduError::Invalid(format!(
                     "exception reply to {function} is {} bytes, expected 2 ({})",
                     pdu.len(),
@@ -649,43 +618,19 @@ impl Request {
         }
         match self {
             Request::ReadCoils { quantity, .. } | Request::ReadDiscreteInputs { quantity, .. } => {
-                let body = read_body(
-                    function,
-                    pdu,
-                    bit_bytes(usize::from(*quantity)),
-                    "bits",
-                    *quantity,
-                )?;
-                let bits = unpack_bits(body, usize::from(*quantity)).ok_or_else(|| {
-                    PduError::Invalid(format!("reply to {function}: bit data truncated"))
-                })?;
+                let body = read_body(function, pdu, bit_bytes(usize::from(*quantity)), "bits", *quantity)?;
+                let bits = unpack_bits(body, usize::from(*quantity))
+                    .ok_or_else(|| PduError::Invalid(format!("reply to {function}: bit data truncated")))?;
                 Ok(Response::Bits(bits))
             }
-            Request::ReadHoldingRegisters { quantity, .. }
-            | Request::ReadInputRegisters { quantity, .. } => {
-                let body = read_body(
-                    function,
-                    pdu,
-                    usize::from(*quantity) * 2,
-                    "registers",
-                    *quantity,
-                )?;
-                Ok(Response::Registers(
-                    body.chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect(),
-                ))
+            Request::ReadHoldingRegisters { quantity, .. } | Request::ReadInputRegisters { quantity, .. } => {
+                let body = read_body(function, pdu, usize::from(*quantity) * 2, "registers", *quantity)?;
+                Ok(Response::Registers(body.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
             }
-            Request::WriteSingleCoil { address, value } => check_echo(
-                function,
-                pdu,
-                *address,
-                if *value { COIL_ON } else { COIL_OFF },
-                "value",
-            ),
-            Request::WriteSingleRegister { address, value } => {
-                check_echo(function, pdu, *address, *value, "value")
+            Request::WriteSingleCoil { address, value } => {
+                check_echo(function, pdu, *address, if *value { COIL_ON } else { COIL_OFF }, "value")
             }
+            Request::WriteSingleRegister { address, value } => check_echo(function, pdu, *address, *value, "value"),
             Request::WriteMultipleCoils { address, values } => {
                 let quantity = u16::try_from(values.len()).unwrap_or(u16::MAX);
                 check_echo(function, pdu, *address, quantity, "quantity")
@@ -707,9 +652,7 @@ fn read_body<'a>(
     quantity: u16,
 ) -> Result<&'a [u8], PduError> {
     let Some(&count) = pdu.get(1) else {
-        return Err(PduError::Invalid(format!(
-            "reply to {function} has no byte count"
-        )));
+        return Err(PduError::Invalid(format!("reply to {function} has no byte count")));
     };
     if usize::from(count) != expected {
         return Err(PduError::Invalid(format!(
@@ -728,19 +671,9 @@ fn read_body<'a>(
 }
 
 /// Checks a write echo `function | address | second` (value or quantity).
-fn check_echo(
-    function: Function,
-    pdu: &[u8],
-    address: u16,
-    second: u16,
-    what: &str,
-) -> Result<Response, PduError> {
+fn check_echo(function: Function, pdu: &[u8], address: u16, second: u16, what: &str) -> Result<Response, PduError> {
     if pdu.len() != 5 {
-        return Err(PduError::Invalid(format!(
-            "reply to {function}: {} bytes, expected 5 ({})",
-            pdu.len(),
-            hex(pdu)
-        )));
+        return Err(PduError::Invalid(format!("reply to {function}: {} bytes, expected 5 ({})", pdu.len(), hex(pdu))));
     }
     let (got_address, got_second) = (u16_at(pdu, 1), u16_at(pdu, 3));
     if got_address != Some(address) {
@@ -772,17 +705,15 @@ pub fn encode_response(request: &Request, response: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(8);
     out.push(function.code());
     match (request, response) {
-        (
-            Request::ReadCoils { quantity, .. } | Request::ReadDiscreteInputs { quantity, .. },
-            Response::Bits(bits),
-        ) if bits.len() == usize::from(*quantity) && *quantity <= MAX_READ_BITS => {
+        (Request::ReadCoils { quantity, .. } | Request::ReadDiscreteInputs { quantity, .. }, Response::Bits(bits))
+            if bits.len() == usize::from(*quantity) && *quantity <= MAX_READ_BITS =>
+        {
             let packed = pack_bits(bits);
             out.push(u8::try_from(packed.len()).unwrap_or(u8::MAX));
             out.extend_from_slice(&packed);
         }
         (
-            Request::ReadHoldingRegisters { quantity, .. }
-            | Request::ReadInputRegisters { quantity, .. },
+            Request::ReadHoldingRegisters { quantity, .. } | Request::ReadInputRegisters { quantity, .. },
             Response::Registers(regs),
         ) if regs.len() == usize::from(*quantity) && *quantity <= MAX_READ_REGISTERS => {
             out.push(u8::try_from(regs.len() * 2).unwrap_or(u8::MAX));
@@ -830,10 +761,7 @@ mod tests {
 
     #[test]
     fn spec_6_1_read_coils_20_to_38() {
-        let req = Request::ReadCoils {
-            address: 0x0013,
-            quantity: 0x0013,
-        };
+        let req = Request::ReadCoils { address: 0x0013, quantity: 0x0013 };
         // FC 01 | starting address 0x0013 | quantity 0x0013 (19 coils)
         let wire = [0x01, 0x00, 0x13, 0x00, 0x13];
         assert_eq!(enc(&req), wire);
@@ -846,10 +774,7 @@ mod tests {
         };
         assert_eq!(bits.len(), 19);
         // 0xCD = 1100 1101: coil 20 on, 21 off, 22 on, 23 on, 24 off, 25 off, 26 on, 27 on.
-        assert_eq!(
-            &bits[..8],
-            &[true, false, true, true, false, false, true, true]
-        );
+        assert_eq!(&bits[..8], &[true, false, true, true, false, false, true, true]);
         // 0x05 = 0000 0101: coils 36, 38 on, 37 off.
         assert_eq!(&bits[16..], &[true, false, true]);
         assert_eq!(encode_response(&req, &Response::Bits(bits)), reply);
@@ -857,18 +782,13 @@ mod tests {
 
     #[test]
     fn spec_6_2_read_discrete_inputs_197_to_218() {
-        let req = Request::ReadDiscreteInputs {
-            address: 0x00C4,
-            quantity: 0x0016,
-        };
+        let req = Request::ReadDiscreteInputs { address: 0x00C4, quantity: 0x0016 };
         let wire = [0x02, 0x00, 0xC4, 0x00, 0x16];
         assert_eq!(enc(&req), wire);
         assert_eq!(Request::decode(&wire).unwrap(), req);
         // FC 02 | byte count 3 | 0xAC 0xDB 0x35
         let reply = [0x02, 0x03, 0xAC, 0xDB, 0x35];
-        let Response::Bits(bits) = req.decode_response(&reply).unwrap() else {
-            panic!()
-        };
+        let Response::Bits(bits) = req.decode_response(&reply).unwrap() else { panic!() };
         assert_eq!(bits.len(), 22);
         assert_eq!(&bits[16..], &[true, false, true, false, true, true]); // 0x35 = 11 0101
         assert_eq!(encode_response(&req, &Response::Bits(bits)), reply);
@@ -876,10 +796,7 @@ mod tests {
 
     #[test]
     fn spec_6_3_read_holding_registers_108_to_110() {
-        let req = Request::ReadHoldingRegisters {
-            address: 0x006B,
-            quantity: 0x0003,
-        };
+        let req = Request::ReadHoldingRegisters { address: 0x006B, quantity: 0x0003 };
         // FC 03 | starting address 0x006B | quantity 3
         let wire = [0x03, 0x00, 0x6B, 0x00, 0x03];
         assert_eq!(enc(&req), wire);
@@ -893,10 +810,7 @@ mod tests {
 
     #[test]
     fn spec_6_4_read_input_register_9() {
-        let req = Request::ReadInputRegisters {
-            address: 0x0008,
-            quantity: 0x0001,
-        };
+        let req = Request::ReadInputRegisters { address: 0x0008, quantity: 0x0001 };
         let wire = [0x04, 0x00, 0x08, 0x00, 0x01];
         assert_eq!(enc(&req), wire);
         assert_eq!(Request::decode(&wire).unwrap(), req);
@@ -908,34 +822,22 @@ mod tests {
 
     #[test]
     fn spec_6_5_write_single_coil_173_on() {
-        let req = Request::WriteSingleCoil {
-            address: 0x00AC,
-            value: true,
-        };
+        let req = Request::WriteSingleCoil { address: 0x00AC, value: true };
         let wire = [0x05, 0x00, 0xAC, 0xFF, 0x00];
         assert_eq!(enc(&req), wire);
         assert_eq!(Request::decode(&wire).unwrap(), req);
         // The normal response is an echo of the request.
         assert_eq!(req.decode_response(&wire).unwrap(), Response::Written);
         assert_eq!(encode_response(&req, &Response::Written), wire);
-        let off = Request::WriteSingleCoil {
-            address: 0x00AC,
-            value: false,
-        };
+        let off = Request::WriteSingleCoil { address: 0x00AC, value: false };
         assert_eq!(enc(&off), [0x05, 0x00, 0xAC, 0x00, 0x00]);
         // An echo with the other value is not our answer.
-        assert!(matches!(
-            off.decode_response(&wire),
-            Err(PduError::Invalid(_))
-        ));
+        assert!(matches!(off.decode_response(&wire), Err(PduError::Invalid(_))));
     }
 
     #[test]
     fn spec_6_6_write_single_register_2() {
-        let req = Request::WriteSingleRegister {
-            address: 0x0001,
-            value: 0x0003,
-        };
+        let req = Request::WriteSingleRegister { address: 0x0001, value: 0x0003 };
         let wire = [0x06, 0x00, 0x01, 0x00, 0x03];
         assert_eq!(enc(&req), wire);
         assert_eq!(Request::decode(&wire).unwrap(), req);
@@ -946,13 +848,8 @@ mod tests {
     #[test]
     fn spec_6_11_write_multiple_coils_20_to_29() {
         // Coils 27-20: 1100 1101 = 0xCD, coils 29-28: 01 = 0x01
-        let values = vec![
-            true, false, true, true, false, false, true, true, true, false,
-        ];
-        let req = Request::WriteMultipleCoils {
-            address: 0x0013,
-            values,
-        };
+        let values = vec![true, false, true, true, false, false, true, true, true, false];
+        let req = Request::WriteMultipleCoils { address: 0x0013, values };
         // FC 0F | address 0x0013 | quantity 0x000A | byte count 2 | 0xCD 0x01
         let wire = [0x0F, 0x00, 0x13, 0x00, 0x0A, 0x02, 0xCD, 0x01];
         assert_eq!(enc(&req), wire);
@@ -964,10 +861,7 @@ mod tests {
 
     #[test]
     fn spec_6_12_write_multiple_registers_2_and_3() {
-        let req = Request::WriteMultipleRegisters {
-            address: 0x0001,
-            values: vec![0x000A, 0x0102],
-        };
+        let req = Request::WriteMultipleRegisters { address: 0x0001, values: vec![0x000A, 0x0102] };
         // FC 10 | address 0x0001 | quantity 2 | byte count 4 | 0x000A 0x0102
         let wire = [0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02];
         assert_eq!(enc(&req), wire);
@@ -980,43 +874,22 @@ mod tests {
     #[test]
     fn spec_7_exception_reply_becomes_typed_error() {
         // Spec 7 example: read coils refused with 02. Here read holding registers: 0x83 0x02.
-        let req = Request::ReadHoldingRegisters {
-            address: 0x006B,
-            quantity: 3,
-        };
+        let req = Request::ReadHoldingRegisters { address: 0x006B, quantity: 3 };
         let err = req.decode_response(&[0x83, 0x02]).unwrap_err();
         assert_eq!(
             err,
-            PduError::Exception {
-                function: Function::ReadHoldingRegisters,
-                exception: Exception::IllegalDataAddress
-            }
+            PduError::Exception { function: Function::ReadHoldingRegisters, exception: Exception::IllegalDataAddress }
         );
         assert_eq!(
             err.to_string(),
             "meter replied with exception 02 illegal data address to function 03 read holding registers"
         );
-        assert_eq!(
-            encode_exception(
-                Function::ReadHoldingRegisters,
-                Exception::IllegalDataAddress
-            ),
-            [0x83, 0x02]
-        );
+        assert_eq!(encode_exception(Function::ReadHoldingRegisters, Exception::IllegalDataAddress), [0x83, 0x02]);
         // Wrong length of an exception PDU.
-        assert!(matches!(
-            req.decode_response(&[0x83, 0x02, 0x00]),
-            Err(PduError::Invalid(_))
-        ));
-        assert!(matches!(
-            req.decode_response(&[0x83]),
-            Err(PduError::Invalid(_))
-        ));
+        assert!(matches!(req.decode_response(&[0x83, 0x02, 0x00]), Err(PduError::Invalid(_))));
+        assert!(matches!(req.decode_response(&[0x83]), Err(PduError::Invalid(_))));
         // An exception for another function is not ours.
-        assert!(matches!(
-            req.decode_response(&[0x84, 0x02]),
-            Err(PduError::Invalid(_))
-        ));
+        assert!(matches!(req.decode_response(&[0x84, 0x02]), Err(PduError::Invalid(_))));
     }
 
     #[test]
@@ -1027,28 +900,13 @@ mod tests {
         }
         assert_eq!(Function::from(0x10), Function::WriteMultipleRegisters);
         assert_eq!(Function::from(0x2B), Function::Unknown(0x2B));
-        assert_eq!(
-            Exception::from(0x0B),
-            Exception::GatewayTargetFailedToRespond
-        );
+        assert_eq!(Exception::from(0x0B), Exception::GatewayTargetFailedToRespond);
         assert_eq!(Exception::from(0x07), Exception::Unknown(0x07));
-        assert_eq!(
-            Function::ReadHoldingRegisters.to_string(),
-            "03 read holding registers"
-        );
-        assert_eq!(
-            Function::WriteMultipleCoils.to_string(),
-            "0F write multiple coils"
-        );
+        assert_eq!(Function::ReadHoldingRegisters.to_string(), "03 read holding registers");
+        assert_eq!(Function::WriteMultipleCoils.to_string(), "0F write multiple coils");
         assert_eq!(Function::Unknown(0x2B).to_string(), "2B unknown function");
-        assert_eq!(
-            Exception::IllegalDataAddress.to_string(),
-            "02 illegal data address"
-        );
-        assert_eq!(
-            Exception::GatewayPathUnavailable.to_string(),
-            "0A gateway path unavailable"
-        );
+        assert_eq!(Exception::IllegalDataAddress.to_string(), "02 illegal data address");
+        assert_eq!(Exception::GatewayPathUnavailable.to_string(), "0A gateway path unavailable");
         assert_eq!(Exception::Unknown(0x42).to_string(), "42 unknown exception");
     }
 
@@ -1056,72 +914,24 @@ mod tests {
     fn quantity_limits_of_the_spec() {
         let ok = |r: Request| assert!(r.encode().is_ok(), "{r:?}");
         let bad = |r: Request| assert!(matches!(r.encode(), Err(PduError::BadRequest(_))), "{r:?}");
-        ok(Request::ReadCoils {
-            address: 0,
-            quantity: 2000,
-        });
-        bad(Request::ReadCoils {
-            address: 0,
-            quantity: 2001,
-        });
-        bad(Request::ReadDiscreteInputs {
-            address: 0,
-            quantity: 0,
-        });
-        ok(Request::ReadDiscreteInputs {
-            address: 0,
-            quantity: 1,
-        });
-        ok(Request::ReadHoldingRegisters {
-            address: 0,
-            quantity: 125,
-        });
-        bad(Request::ReadHoldingRegisters {
-            address: 0,
-            quantity: 126,
-        });
-        bad(Request::ReadInputRegisters {
-            address: 0,
-            quantity: 0,
-        });
-        ok(Request::WriteMultipleCoils {
-            address: 0,
-            values: vec![true; 1968],
-        });
-        bad(Request::WriteMultipleCoils {
-            address: 0,
-            values: vec![true; 1969],
-        });
-        bad(Request::WriteMultipleCoils {
-            address: 0,
-            values: vec![],
-        });
-        ok(Request::WriteMultipleRegisters {
-            address: 0,
-            values: vec![1; 123],
-        });
-        bad(Request::WriteMultipleRegisters {
-            address: 0,
-            values: vec![1; 124],
-        });
-        bad(Request::WriteMultipleRegisters {
-            address: 0,
-            values: vec![],
-        });
+        ok(Request::ReadCoils { address: 0, quantity: 2000 });
+        bad(Request::ReadCoils { address: 0, quantity: 2001 });
+        bad(Request::ReadDiscreteInputs { address: 0, quantity: 0 });
+        ok(Request::ReadDiscreteInputs { address: 0, quantity: 1 });
+        ok(Request::ReadHoldingRegisters { address: 0, quantity: 125 });
+        bad(Request::ReadHoldingRegisters { address: 0, quantity: 126 });
+        bad(Request::ReadInputRegisters { address: 0, quantity: 0 });
+        ok(Request::WriteMultipleCoils { address: 0, values: vec![true; 1968] });
+        bad(Request::WriteMultipleCoils { address: 0, values: vec![true; 1969] });
+        bad(Request::WriteMultipleCoils { address: 0, values: vec![] });
+        ok(Request::WriteMultipleRegisters { address: 0, values: vec![1; 123] });
+        bad(Request::WriteMultipleRegisters { address: 0, values: vec![1; 124] });
+        bad(Request::WriteMultipleRegisters { address: 0, values: vec![] });
         // The table ends at 65535.
-        ok(Request::ReadHoldingRegisters {
-            address: 0xFFFF,
-            quantity: 1,
-        });
-        bad(Request::ReadHoldingRegisters {
-            address: 0xFFFF,
-            quantity: 2,
-        });
+        ok(Request::ReadHoldingRegisters { address: 0xFFFF, quantity: 1 });
+        bad(Request::ReadHoldingRegisters { address: 0xFFFF, quantity: 2 });
         // The largest request PDU fits the serial ADU.
-        let big = enc(&Request::WriteMultipleRegisters {
-            address: 0,
-            values: vec![1; 123],
-        });
+        let big = enc(&Request::WriteMultipleRegisters { address: 0, values: vec![1; 123] });
         assert!(big.len() <= MAX_PDU_LEN);
     }
 
@@ -1129,54 +939,27 @@ mod tests {
     fn server_decode_errors_map_to_spec_exceptions() {
         let exc = |pdu: &[u8]| Request::decode(pdu).unwrap_err().server_exception();
         assert_eq!(exc(&[]), None);
-        assert_eq!(
-            exc(&[0x2B, 0x0E, 0x01, 0x00]),
-            Some(Exception::IllegalFunction)
-        );
-        assert_eq!(
-            exc(&[0x03, 0x00, 0x00, 0x00, 0x7E]),
-            Some(Exception::IllegalDataValue)
-        ); // 126 registers
-        assert_eq!(
-            exc(&[0x03, 0xFF, 0xFF, 0x00, 0x02]),
-            Some(Exception::IllegalDataAddress)
-        );
-        assert_eq!(
-            exc(&[0x03, 0x00, 0x00, 0x00]),
-            Some(Exception::IllegalDataValue)
-        ); // truncated
-        assert_eq!(
-            exc(&[0x05, 0x00, 0x01, 0x12, 0x34]),
-            Some(Exception::IllegalDataValue)
-        ); // coil value
-           // Byte count disagrees with quantity.
-        assert_eq!(
-            exc(&[0x10, 0x00, 0x01, 0x00, 0x02, 0x02, 0x00, 0x0A]),
-            Some(Exception::IllegalDataValue)
-        );
+        assert_eq!(exc(&[0x2B, 0x0E, 0x01, 0x00]), Some(Exception::IllegalFunction));
+        assert_eq!(exc(&[0x03, 0x00, 0x00, 0x00, 0x7E]), Some(Exception::IllegalDataValue)); // 126 registers
+        assert_eq!(exc(&[0x03, 0xFF, 0xFF, 0x00, 0x02]), Some(Exception::IllegalDataAddress));
+        assert_eq!(exc(&[0x03, 0x00, 0x00, 0x00]), Some(Exception::IllegalDataValue)); // truncated
+        assert_eq!(exc(&[0x05, 0x00, 0x01, 0x12, 0x34]), Some(Exception::IllegalDataValue)); // coil value
+                                                                                             // Byte count disagrees with quantity.
+        assert_eq!(exc(&[0x10, 0x00, 0x01, 0x00, 0x02, 0x02, 0x00, 0x0A]), Some(Exception::IllegalDataValue));
         // Data shorter than the byte count.
-        assert_eq!(
-            exc(&[0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A]),
-            Some(Exception::IllegalDataValue)
-        );
+        assert_eq!(exc(&[0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A]), Some(Exception::IllegalDataValue));
     }
 
     #[test]
     fn mismatched_replies_name_what_was_received() {
-        let req = Request::ReadHoldingRegisters {
-            address: 0x006B,
-            quantity: 3,
-        };
+        let req = Request::ReadHoldingRegisters { address: 0x006B, quantity: 3 };
         let invalid = |pdu: &[u8]| match req.decode_response(pdu) {
             Err(PduError::Invalid(msg)) => msg,
             other => panic!("{pdu:02X?}: {other:?}"),
         };
         // Another function (a late reply to an input register read).
         let msg = invalid(&[0x04, 0x06, 0, 0, 0, 0, 0, 0]);
-        assert!(
-            msg.contains("04 read input registers") && msg.contains("expected 03"),
-            "{msg}"
-        );
+        assert!(msg.contains("04 read input registers") && msg.contains("expected 03"), "{msg}");
         // Byte count for 2 registers instead of 3: the stale-reply case tokio-modbus lets through.
         let msg = invalid(&[0x03, 0x04, 0x02, 0x2B, 0x00, 0x00]);
         assert!(msg.contains("byte count 4, expected 6"), "{msg}");
@@ -1187,105 +970,46 @@ mod tests {
         invalid(&[0x03]);
         invalid(&[]);
         // Write echoes with another address or quantity.
-        let w = Request::WriteMultipleRegisters {
-            address: 1,
-            values: vec![10, 258],
-        };
+        let w = Request::WriteMultipleRegisters { address: 1, values: vec![10, 258] };
         assert!(
             matches!(w.decode_response(&[0x10, 0x00, 0x02, 0x00, 0x02]), Err(PduError::Invalid(m)) if m.contains("address 2, expected 1"))
         );
         assert!(
             matches!(w.decode_response(&[0x10, 0x00, 0x01, 0x00, 0x03]), Err(PduError::Invalid(m)) if m.contains("quantity 0x0003"))
         );
-        assert!(matches!(
-            w.decode_response(&[0x10, 0x00, 0x01, 0x00]),
-            Err(PduError::Invalid(_))
-        ));
-        let s = Request::WriteSingleRegister {
-            address: 1,
-            value: 3,
-        };
-        assert!(matches!(
-            s.decode_response(&[0x06, 0x00, 0x01, 0x00, 0x04]),
-            Err(PduError::Invalid(_))
-        ));
+        assert!(matches!(w.decode_response(&[0x10, 0x00, 0x01, 0x00]), Err(PduError::Invalid(_))));
+        let s = Request::WriteSingleRegister { address: 1, value: 3 };
+        assert!(matches!(s.decode_response(&[0x06, 0x00, 0x01, 0x00, 0x04]), Err(PduError::Invalid(_))));
         // Bits: byte count must follow from the quantity.
-        let c = Request::ReadCoils {
-            address: 0,
-            quantity: 9,
-        };
-        assert!(matches!(
-            c.decode_response(&[0x01, 0x01, 0xFF]),
-            Err(PduError::Invalid(_))
-        ));
-        assert_eq!(
-            c.decode_response(&[0x01, 0x02, 0xFF, 0x01]).unwrap(),
-            Response::Bits(vec![true; 9])
-        );
+        let c = Request::ReadCoils { address: 0, quantity: 9 };
+        assert!(matches!(c.decode_response(&[0x01, 0x01, 0xFF]), Err(PduError::Invalid(_))));
+        assert_eq!(c.decode_response(&[0x01, 0x02, 0xFF, 0x01]).unwrap(), Response::Bits(vec![true; 9]));
     }
 
     #[test]
     fn encode_response_that_does_not_fit_the_request_is_device_failure() {
-        let req = Request::ReadHoldingRegisters {
-            address: 0,
-            quantity: 2,
-        };
-        assert_eq!(
-            encode_response(&req, &Response::Registers(vec![1])),
-            [0x83, 0x04]
-        );
-        assert_eq!(
-            encode_response(&req, &Response::Bits(vec![true, true])),
-            [0x83, 0x04]
-        );
+        let req = Request::ReadHoldingRegisters { address: 0, quantity: 2 };
+        assert_eq!(encode_response(&req, &Response::Registers(vec![1])), [0x83, 0x04]);
+        assert_eq!(encode_response(&req, &Response::Bits(vec![true, true])), [0x83, 0x04]);
         assert_eq!(encode_response(&req, &Response::Written), [0x83, 0x04]);
-        let w = Request::WriteSingleRegister {
-            address: 0,
-            value: 1,
-        };
-        assert_eq!(
-            encode_response(&w, &Response::Registers(vec![1])),
-            [0x86, 0x04]
-        );
+        let w = Request::WriteSingleRegister { address: 0, value: 1 };
+        assert_eq!(encode_response(&w, &Response::Registers(vec![1])), [0x86, 0x04]);
     }
 
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (any::<u16>(), 1..=MAX_READ_BITS).prop_map(|(a, q)| Request::ReadCoils {
-                address: a,
-                quantity: q
-            }),
-            (any::<u16>(), 1..=MAX_READ_BITS).prop_map(|(a, q)| Request::ReadDiscreteInputs {
-                address: a,
-                quantity: q
-            }),
-            (any::<u16>(), 1..=MAX_READ_REGISTERS).prop_map(|(a, q)| {
-                Request::ReadHoldingRegisters {
-                    address: a,
-                    quantity: q,
-                }
-            }),
-            (any::<u16>(), 1..=MAX_READ_REGISTERS).prop_map(|(a, q)| Request::ReadInputRegisters {
-                address: a,
-                quantity: q
-            }),
-            (any::<u16>(), any::<bool>()).prop_map(|(a, v)| Request::WriteSingleCoil {
-                address: a,
-                value: v
-            }),
-            (any::<u16>(), any::<u16>()).prop_map(|(a, v)| Request::WriteSingleRegister {
-                address: a,
-                value: v
-            }),
-            (
-                any::<u16>(),
-                proptest::collection::vec(any::<bool>(), 1..=usize::from(MAX_WRITE_BITS))
-            )
+            (any::<u16>(), 1..=MAX_READ_BITS).prop_map(|(a, q)| Request::ReadCoils { address: a, quantity: q }),
+            (any::<u16>(), 1..=MAX_READ_BITS)
+                .prop_map(|(a, q)| Request::ReadDiscreteInputs { address: a, quantity: q }),
+            (any::<u16>(), 1..=MAX_READ_REGISTERS)
+                .prop_map(|(a, q)| { Request::ReadHoldingRegisters { address: a, quantity: q } }),
+            (any::<u16>(), 1..=MAX_READ_REGISTERS)
+                .prop_map(|(a, q)| Request::ReadInputRegisters { address: a, quantity: q }),
+            (any::<u16>(), any::<bool>()).prop_map(|(a, v)| Request::WriteSingleCoil { address: a, value: v }),
+            (any::<u16>(), any::<u16>()).prop_map(|(a, v)| Request::WriteSingleRegister { address: a, value: v }),
+            (any::<u16>(), proptest::collection::vec(any::<bool>(), 1..=usize::from(MAX_WRITE_BITS)))
                 .prop_map(|(a, values)| Request::WriteMultipleCoils { address: a, values }),
-            (
-                any::<u16>(),
-                proptest::collection::vec(any::<u16>(), 1..=usize::from(MAX_WRITE_REGISTERS))
-            )
+            (any::<u16>(), proptest::collection::vec(any::<u16>(), 1..=usize::from(MAX_WRITE_REGISTERS)))
                 .prop_map(|(a, values)| Request::WriteMultipleRegisters { address: a, values }),
         ]
     }

@@ -70,22 +70,10 @@ impl Table {
     /// The read request for `count` entries from `address`.
     pub fn read_request(self, address: u16, count: u16) -> Request {
         match self {
-            Table::Coil => Request::ReadCoils {
-                address,
-                quantity: count,
-            },
-            Table::Discrete => Request::ReadDiscreteInputs {
-                address,
-                quantity: count,
-            },
-            Table::Holding => Request::ReadHoldingRegisters {
-                address,
-                quantity: count,
-            },
-            Table::Input => Request::ReadInputRegisters {
-                address,
-                quantity: count,
-            },
+            Table::Coil => Request::ReadCoils { address, quantity: count },
+            Table::Discrete => Request::ReadDiscreteInputs { address, quantity: count },
+            Table::Holding => Request::ReadHoldingRegisters { address, quantity: count },
+            Table::Input => Request::ReadInputRegisters { address, quantity: count },
         }
     }
 }
@@ -168,23 +156,15 @@ pub fn plan(items: &[Item], max_block: u16, max_gap: u16) -> Vec<Block> {
     let mut blocks = Vec::new();
     for table in Table::ALL {
         let limit = u32::from(max_block.clamp(1, table.max_read()));
-        let mut order: Vec<usize> = (0..items.len())
-            .filter(|&i| {
-                items
-                    .get(i)
-                    .is_some_and(|it| it.table == table && it.count > 0)
-            })
-            .collect();
+        let mut order: Vec<usize> =
+            (0..items.len()).filter(|&i| items.get(i).is_some_and(|it| it.table == table && it.count > 0)).collect();
         order.sort_by_key(|&i| items.get(i).map(|it| (it.address, it.count)));
 
         // The open block: start, end (exclusive, u32), members.
         let mut open: Option<(u32, u32, Vec<usize>)> = None;
         for i in order {
             let Some(item) = items.get(i) else { continue };
-            let (start, end) = (
-                u32::from(item.address),
-                u32::from(item.address) + u32::from(item.count),
-            );
+            let (start, end) = (u32::from(item.address), u32::from(item.address) + u32::from(item.count));
             if let Some((b_start, b_end, members)) = open.as_mut() {
                 let gap = start.saturating_sub(*b_end);
                 let new_end = (*b_end).max(end);
@@ -222,19 +202,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn h(address: u16, count: u16) -> Item {
-        Item {
-            table: Table::Holding,
-            address,
-            count,
-        }
+        Item { table: Table::Holding, address, count }
     }
 
     fn i(address: u16, count: u16) -> Item {
-        Item {
-            table: Table::Input,
-            address,
-            count,
-        }
+        Item { table: Table::Input, address, count }
     }
 
     #[test]
@@ -242,22 +214,8 @@ mod tests {
         // SDM630 voltages L1..L3 at input registers 0, 2, 4 (f32 each), listed out of order.
         let items = [i(4, 2), i(0, 2), i(2, 2)];
         let blocks = plan(&items, 125, 0);
-        assert_eq!(
-            blocks,
-            vec![Block {
-                table: Table::Input,
-                address: 0,
-                count: 6,
-                members: vec![1, 2, 0]
-            }]
-        );
-        assert_eq!(
-            blocks[0].request(),
-            Request::ReadInputRegisters {
-                address: 0,
-                quantity: 6
-            }
-        );
+        assert_eq!(blocks, vec![Block { table: Table::Input, address: 0, count: 6, members: vec![1, 2, 0] }]);
+        assert_eq!(blocks[0].request(), Request::ReadInputRegisters { address: 0, quantity: 6 });
         let regs = [10, 11, 20, 21, 40, 41];
         assert_eq!(blocks[0].slice(&regs, &items[0]), Some(&regs[4..6]));
         assert_eq!(blocks[0].slice(&regs, &items[2]), Some(&regs[2..4]));
@@ -271,35 +229,18 @@ mod tests {
     fn overlapping_items_share_a_block() {
         let items = [h(10, 4), h(12, 2), h(11, 1)];
         let blocks = plan(&items, 125, 0);
-        assert_eq!(
-            blocks,
-            vec![Block {
-                table: Table::Holding,
-                address: 10,
-                count: 4,
-                members: vec![0, 2, 1]
-            }]
-        );
+        assert_eq!(blocks, vec![Block { table: Table::Holding, address: 10, count: 4, members: vec![0, 2, 1] }]);
     }
 
     #[test]
     fn max_block_is_respected() {
         let items: Vec<Item> = (0..10).map(|k| h(k * 2, 2)).collect();
         let blocks = plan(&items, 6, 0);
-        assert_eq!(
-            blocks
-                .iter()
-                .map(|b| (b.address, b.count))
-                .collect::<Vec<_>>(),
-            [(0, 6), (6, 6), (12, 6), (18, 2)]
-        );
+        assert_eq!(blocks.iter().map(|b| (b.address, b.count)).collect::<Vec<_>>(), [(0, 6), (6, 6), (12, 6), (18, 2)]);
         // The spec limit applies when the profile asks for more.
         let many: Vec<Item> = (0..100).map(|k| h(k * 2, 2)).collect();
         let blocks = plan(&many, 1000, 0);
-        assert_eq!(
-            blocks.iter().map(|b| b.count).collect::<Vec<_>>(),
-            [124, 76]
-        );
+        assert_eq!(blocks.iter().map(|b| b.count).collect::<Vec<_>>(), [124, 76]);
         // max_block 0 acts as 1: every register alone.
         assert_eq!(plan(&[h(0, 1), h(1, 1)], 0, 0).len(), 2);
     }
@@ -311,13 +252,7 @@ mod tests {
         assert_eq!(plan(&items, 125, 0).len(), 3);
         // Gap 3 bridges 2..5 but not 7..20.
         let blocks = plan(&items, 125, 3);
-        assert_eq!(
-            blocks
-                .iter()
-                .map(|b| (b.address, b.count))
-                .collect::<Vec<_>>(),
-            [(0, 7), (20, 2)]
-        );
+        assert_eq!(blocks.iter().map(|b| (b.address, b.count)).collect::<Vec<_>>(), [(0, 7), (20, 2)]);
         assert_eq!(blocks[0].members, vec![0, 1]);
         let regs: Vec<u16> = (0..7).collect();
         assert_eq!(blocks[0].slice(&regs, &items[1]), Some(&[5u16, 6][..]));
@@ -330,28 +265,13 @@ mod tests {
         let items = [
             i(0, 2),
             h(0, 2),
-            Item {
-                table: Table::Coil,
-                address: 0,
-                count: 1,
-            },
+            Item { table: Table::Coil, address: 0, count: 1 },
             h(2, 2),
-            Item {
-                table: Table::Discrete,
-                address: 1,
-                count: 1,
-            },
-            Item {
-                table: Table::Coil,
-                address: 1,
-                count: 1,
-            },
+            Item { table: Table::Discrete, address: 1, count: 1 },
+            Item { table: Table::Coil, address: 1, count: 1 },
         ];
         let blocks = plan(&items, 125, 0);
-        let got: Vec<_> = blocks
-            .iter()
-            .map(|b| (b.table, b.address, b.count, b.members.clone()))
-            .collect();
+        let got: Vec<_> = blocks.iter().map(|b| (b.table, b.address, b.count, b.members.clone())).collect();
         assert_eq!(
             got,
             vec![
@@ -361,55 +281,26 @@ mod tests {
                 (Table::Input, 0, 2, vec![0]),
             ]
         );
-        assert_eq!(
-            blocks[0].request(),
-            Request::ReadCoils {
-                address: 0,
-                quantity: 2
-            }
-        );
+        assert_eq!(blocks[0].request(), Request::ReadCoils { address: 0, quantity: 2 });
         let bits = [true, false];
         assert_eq!(blocks[0].slice(&bits, &items[5]), Some(&[false][..]));
     }
 
     #[test]
     fn bit_tables_allow_2000() {
-        let items: Vec<Item> = (0..3000)
-            .map(|k| Item {
-                table: Table::Coil,
-                address: k,
-                count: 1,
-            })
-            .collect();
+        let items: Vec<Item> = (0..3000).map(|k| Item { table: Table::Coil, address: k, count: 1 }).collect();
         let blocks = plan(&items, u16::MAX, 0);
-        assert_eq!(
-            blocks.iter().map(|b| b.count).collect::<Vec<_>>(),
-            [2000, 1000]
-        );
+        assert_eq!(blocks.iter().map(|b| b.count).collect::<Vec<_>>(), [2000, 1000]);
     }
 
     #[test]
     fn oversized_item_gets_its_own_block() {
         let items = [h(0, 2), h(2, 10), h(12, 2)];
         let blocks = plan(&items, 4, 0);
-        assert_eq!(
-            blocks
-                .iter()
-                .map(|b| (b.address, b.count))
-                .collect::<Vec<_>>(),
-            [(0, 2), (2, 10), (12, 2)]
-        );
+        assert_eq!(blocks.iter().map(|b| (b.address, b.count)).collect::<Vec<_>>(), [(0, 2), (2, 10), (12, 2)]);
         // Zero-count items are left out; the end of the table is handled.
         let blocks = plan(&[h(0, 0), h(0xFFFE, 2)], 125, 0);
-        assert_eq!(
-            blocks,
-            vec![Block {
-                table: Table::Holding,
-                address: 0xFFFE,
-                count: 2,
-                members: vec![1]
-            }]
-        );
+        assert_eq!(blocks, vec![Block { table: Table::Holding, address: 0xFFFE, count: 2, members: vec![1] }]);
     }
 
     #[test]
@@ -424,11 +315,7 @@ mod tests {
     }
 
     fn any_item() -> impl Strategy<Value = Item> {
-        (0..4usize, 0u16..300, 1u16..8).prop_map(|(t, address, count)| Item {
-            table: Table::ALL[t],
-            address,
-            count,
-        })
+        (0..4usize, 0u16..300, 1u16..8).prop_map(|(t, address, count)| Item { table: Table::ALL[t], address, count })
     }
 
     proptest! {

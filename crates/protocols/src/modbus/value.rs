@@ -195,13 +195,7 @@ impl Default for Encoding {
 impl Encoding {
     /// `ty` with the Modbus conventions: high word first, big-endian bytes, scale 1, offset 0.
     pub fn new(ty: ValueType) -> Self {
-        Self {
-            ty,
-            word_order: WordOrder::HighFirst,
-            byte_order: ByteOrder::Big,
-            scale: 1.0,
-            offset: 0.0,
-        }
+        Self { ty, word_order: WordOrder::HighFirst, byte_order: ByteOrder::Big, scale: 1.0, offset: 0.0 }
     }
 
     /// Registers the value occupies (`self.ty.registers()`).
@@ -236,11 +230,7 @@ impl Encoding {
         })?;
         // `raw` holds exactly `registers() * 16` significant bits, so the narrowing casts below keep every
         // bit of the value (the `as` casts reinterpret, which is what the type means).
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_possible_wrap,
-            clippy::cast_precision_loss
-        )]
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_precision_loss)]
         let value = match self.ty {
             ValueType::U16 => raw as u16 as f64,
             ValueType::I16 => raw as u16 as i16 as f64,
@@ -255,11 +245,7 @@ impl Encoding {
         if !scaled.is_finite() {
             return Err(ValueError::NotFinite {
                 ty: self.ty,
-                registers: regs
-                    .iter()
-                    .map(|r| format!("{r:04X}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                registers: regs.iter().map(|r| format!("{r:04X}")).collect::<Vec<_>>().join(" "),
             });
         }
         Ok(scaled)
@@ -317,22 +303,12 @@ mod tests {
 
     #[test]
     fn f32_word_and_byte_swapped() {
-        let low = Encoding {
-            word_order: WordOrder::LowFirst,
-            ..enc(ValueType::F32)
-        };
+        let low = Encoding { word_order: WordOrder::LowFirst, ..enc(ValueType::F32) };
         assert_eq!(low.decode(&[0x8000, 0x4366]).unwrap(), 230.5);
-        let little = Encoding {
-            byte_order: ByteOrder::Little,
-            ..enc(ValueType::F32)
-        };
+        let little = Encoding { byte_order: ByteOrder::Little, ..enc(ValueType::F32) };
         assert_eq!(little.decode(&[0x6643, 0x0080]).unwrap(), 230.5);
         // Both: the four bytes fully reversed ("little-endian float").
-        let both = Encoding {
-            word_order: WordOrder::LowFirst,
-            byte_order: ByteOrder::Little,
-            ..enc(ValueType::F32)
-        };
+        let both = Encoding { word_order: WordOrder::LowFirst, byte_order: ByteOrder::Little, ..enc(ValueType::F32) };
         assert_eq!(both.decode(&[0x0080, 0x6643]).unwrap(), 230.5);
         assert_eq!(both.encode(230.5), vec![0x0080, 0x6643]);
     }
@@ -340,29 +316,17 @@ mod tests {
     #[test]
     fn u32_low_first() {
         // 0x0001_86A0 = 100000
-        let e = Encoding {
-            word_order: WordOrder::LowFirst,
-            ..enc(ValueType::U32)
-        };
+        let e = Encoding { word_order: WordOrder::LowFirst, ..enc(ValueType::U32) };
         assert_eq!(e.decode(&[0x86A0, 0x0001]).unwrap(), 100_000.0);
-        assert_eq!(
-            enc(ValueType::U32).decode(&[0x0001, 0x86A0]).unwrap(),
-            100_000.0
-        );
+        assert_eq!(enc(ValueType::U32).decode(&[0x0001, 0x86A0]).unwrap(), 100_000.0);
         assert_eq!(e.encode(100_000.0), vec![0x86A0, 0x0001]);
     }
 
     #[test]
     fn byte_swapped_u16_and_i32() {
-        let e = Encoding {
-            byte_order: ByteOrder::Little,
-            ..enc(ValueType::U16)
-        };
+        let e = Encoding { byte_order: ByteOrder::Little, ..enc(ValueType::U16) };
         assert_eq!(e.decode(&[0x3412]).unwrap(), f64::from(0x1234u16));
-        let e = Encoding {
-            byte_order: ByteOrder::Little,
-            ..enc(ValueType::I32)
-        };
+        let e = Encoding { byte_order: ByteOrder::Little, ..enc(ValueType::I32) };
         // -2 = 0xFFFF_FFFE; bytes swapped inside each word.
         assert_eq!(e.decode(&[0xFFFF, 0xFEFF]).unwrap(), -2.0);
     }
@@ -372,10 +336,7 @@ mod tests {
         assert_eq!(enc(ValueType::I16).decode(&[0xFF85]).unwrap(), -123.0);
         assert_eq!(enc(ValueType::U16).decode(&[0xFF85]).unwrap(), 65413.0);
         assert_eq!(enc(ValueType::I16).encode(-123.0), vec![0xFF85]);
-        assert_eq!(
-            enc(ValueType::I32).decode(&[0xFFFF, 0xFF85]).unwrap(),
-            -123.0
-        );
+        assert_eq!(enc(ValueType::I32).decode(&[0xFFFF, 0xFF85]).unwrap(), -123.0);
     }
 
     #[test]
@@ -383,14 +344,8 @@ mod tests {
         // 0x0000_0001_0000_0002 = 4294967298
         let regs = [0x0000, 0x0001, 0x0000, 0x0002];
         assert_eq!(enc(ValueType::U64).decode(&regs).unwrap(), 4_294_967_298.0);
-        let low = Encoding {
-            word_order: WordOrder::LowFirst,
-            ..enc(ValueType::U64)
-        };
-        assert_eq!(
-            low.decode(&[0x0002, 0x0000, 0x0001, 0x0000]).unwrap(),
-            4_294_967_298.0
-        );
+        let low = Encoding { word_order: WordOrder::LowFirst, ..enc(ValueType::U64) };
+        assert_eq!(low.decode(&[0x0002, 0x0000, 0x0001, 0x0000]).unwrap(), 4_294_967_298.0);
         assert_eq!(enc(ValueType::I64).decode(&[0xFFFF; 4]).unwrap(), -1.0);
         assert_eq!(enc(ValueType::U64).encode(4_294_967_298.0), regs.to_vec());
     }
@@ -399,30 +354,17 @@ mod tests {
     fn f64_vectors() {
         // 1.0 = 0x3FF0_0000_0000_0000; 230.5 = 0x406C_D000_0000_0000
         assert_eq!(enc(ValueType::F64).decode(&[0x3FF0, 0, 0, 0]).unwrap(), 1.0);
-        assert_eq!(
-            enc(ValueType::F64).decode(&[0x406C, 0xD000, 0, 0]).unwrap(),
-            230.5
-        );
-        assert_eq!(
-            enc(ValueType::F64).encode(230.5),
-            vec![0x406C, 0xD000, 0, 0]
-        );
+        assert_eq!(enc(ValueType::F64).decode(&[0x406C, 0xD000, 0, 0]).unwrap(), 230.5);
+        assert_eq!(enc(ValueType::F64).encode(230.5), vec![0x406C, 0xD000, 0, 0]);
     }
 
     #[test]
     fn scale_and_offset() {
         // Energy in 0.01 kWh → Wh: raw 12345 * 10 = 123450 Wh.
-        let e = Encoding {
-            scale: 10.0,
-            ..enc(ValueType::U32)
-        };
+        let e = Encoding { scale: 10.0, ..enc(ValueType::U32) };
         assert_eq!(e.decode(&[0, 12345]).unwrap(), 123_450.0);
         // Temperature in 0.1 degC with −40 offset: raw 653 → 25.3.
-        let t = Encoding {
-            scale: 0.1,
-            offset: -40.0,
-            ..enc(ValueType::U16)
-        };
+        let t = Encoding { scale: 0.1, offset: -40.0, ..enc(ValueType::U16) };
         assert!((t.decode(&[653]).unwrap() - 25.3).abs() < 1e-9);
         assert_eq!(t.encode(25.3), vec![653]);
     }
@@ -441,20 +383,13 @@ mod tests {
     fn wrong_register_count_and_non_finite_are_errors() {
         assert_eq!(
             enc(ValueType::F32).decode(&[0x4366]),
-            Err(ValueError::WrongLength {
-                ty: ValueType::F32,
-                expected: 2,
-                got: 1
-            })
+            Err(ValueError::WrongLength { ty: ValueType::F32, expected: 2, got: 1 })
         );
         assert!(enc(ValueType::U16).decode(&[]).is_err());
         assert!(enc(ValueType::F64).decode(&[0; 5]).is_err());
         // 0x7FC00000 is a quiet NaN (SDM meters answer it for values they do not have).
         let err = enc(ValueType::F32).decode(&[0x7FC0, 0x0000]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "f32 value is not a finite number (registers 7FC0 0000)"
-        );
+        assert_eq!(err.to_string(), "f32 value is not a finite number (registers 7FC0 0000)");
         assert!(enc(ValueType::F32).decode(&[0x7F80, 0x0000]).is_err()); // +inf
     }
 
@@ -475,20 +410,13 @@ mod tests {
         assert!("swapped".parse::<WordOrder>().is_err());
         assert!("Big".parse::<ByteOrder>().is_err());
         let d = Encoding::default();
-        assert_eq!(
-            (d.word_order, d.byte_order, d.scale, d.offset),
-            (WordOrder::HighFirst, ByteOrder::Big, 1.0, 0.0)
-        );
+        assert_eq!((d.word_order, d.byte_order, d.scale, d.offset), (WordOrder::HighFirst, ByteOrder::Big, 1.0, 0.0));
     }
 
     fn any_encoding() -> impl Strategy<Value = Encoding> {
         (0..8usize, any::<bool>(), any::<bool>()).prop_map(|(t, w, b)| Encoding {
             ty: ValueType::ALL[t],
-            word_order: if w {
-                WordOrder::LowFirst
-            } else {
-                WordOrder::HighFirst
-            },
+            word_order: if w { WordOrder::LowFirst } else { WordOrder::HighFirst },
             byte_order: if b { ByteOrder::Little } else { ByteOrder::Big },
             scale: 1.0,
             offset: 0.0,
