@@ -62,12 +62,10 @@ mod profile;
 mod reading;
 mod xml;
 
-pub use library::{
-    check_paths, default_search_dirs, load_profile, resolve_profile, ProfileLibrary, ResolveError,
-};
+pub use library::{check_paths, default_search_dirs, load_profile, resolve_profile, ProfileLibrary, ResolveError};
 pub use model::{
-    Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Profile,
-    Protocol, ValueDef, ValueKind, ValueSource,
+    Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Profile, Protocol, ValueDef,
+    ValueKind, ValueSource,
 };
 pub use obis::{Obis, ObisError};
 pub use profile::{parse_profile, ProfileError, UNITS};

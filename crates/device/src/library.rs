@@ -14,16 +14,12 @@ const MAX_PROFILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Loads and validates the profile at `path`. Errors name the path as given.
 pub fn load_profile(path: &Path) -> Result<Profile, Vec<ProfileError>> {
     let file = path.display().to_string();
-    let bytes =
-        read_limited(path).map_err(|message| vec![ProfileError::whole_file(&file, message)])?;
+    let bytes = read_limited(path).map_err(|message| vec![ProfileError::whole_file(&file, message)])?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => {
             // Locate the first invalid byte in the valid prefix.
-            let valid = bytes
-                .get(..e.valid_up_to())
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or("");
+            let valid = bytes.get(..e.valid_up_to()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
             let line = valid.bytes().filter(|&b| b == b'\n').count() + 1;
             let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             return Err(vec![ProfileError {
@@ -108,10 +104,8 @@ impl ProfileLibrary {
         let files = match xml_files(dir) {
             Ok(files) => files,
             Err(e) => {
-                errors.push(ProfileError::whole_file(
-                    &dir.display().to_string(),
-                    format!("cannot list directory: {e}"),
-                ));
+                errors
+                    .push(ProfileError::whole_file(&dir.display().to_string(), format!("cannot list directory: {e}")));
                 return errors;
             }
         };
@@ -122,11 +116,7 @@ impl ProfileLibrary {
                     if let Some(first) = seen_here.get(&p.id) {
                         errors.push(ProfileError::whole_file(
                             &file.display().to_string(),
-                            format!(
-                                "duplicate profile id \"{}\" (also defined in {})",
-                                p.id,
-                                first.display()
-                            ),
+                            format!("duplicate profile id \"{}\" (also defined in {})", p.id, first.display()),
                         ));
                         continue;
                     }
@@ -165,12 +155,7 @@ impl ProfileLibrary {
             });
         }
         self.find_id(id_or_path).or_else(|| {
-            self.profiles.iter().find(|p| {
-                p.path
-                    .as_deref()
-                    .and_then(Path::file_stem)
-                    .is_some_and(|s| s == id_or_path)
-            })
+            self.profiles.iter().find(|p| p.path.as_deref().and_then(Path::file_stem).is_some_and(|s| s == id_or_path))
         })
     }
 
@@ -212,11 +197,7 @@ impl fmt::Display for ResolveError {
             }
             ResolveError::NotFound { id, searched } => {
                 let dirs: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
-                write!(
-                    f,
-                    "profile \"{id}\" not found (searched {})",
-                    dirs.join(", ")
-                )
+                write!(f, "profile \"{id}\" not found (searched {})", dirs.join(", "))
             }
             ResolveError::Invalid(errors) => {
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -235,10 +216,7 @@ pub fn resolve_profile(id_or_path: &str, search_dirs: &[PathBuf]) -> Result<Prof
     if looks_like_path(id_or_path) {
         let path = Path::new(id_or_path);
         if !path.exists() {
-            return Err(ResolveError::NotFound {
-                id: id_or_path.to_string(),
-                searched: Vec::new(),
-            });
+            return Err(ResolveError::NotFound { id: id_or_path.to_string(), searched: Vec::new() });
         }
         return load_profile(path).map_err(ResolveError::Invalid);
     }
@@ -258,10 +236,7 @@ pub fn resolve_profile(id_or_path: &str, search_dirs: &[PathBuf]) -> Result<Prof
             }
         }
     }
-    Err(ResolveError::NotFound {
-        id: id_or_path.to_string(),
-        searched: search_dirs.to_vec(),
-    })
+    Err(ResolveError::NotFound { id: id_or_path.to_string(), searched: search_dirs.to_vec() })
 }
 
 /// Where profiles are looked up, in order: each directory in `AMI_DEVICES_DIR` (a path list), `./devices`,
@@ -273,17 +248,11 @@ pub fn default_search_dirs() -> Vec<PathBuf> {
         dirs.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
     }
     dirs.push(PathBuf::from("devices"));
-    if let Some(bin) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
+    if let Some(bin) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         dirs.push(bin.join("../share/ami/devices"));
     }
     dirs.push(PathBuf::from("/usr/share/ami/devices"));
-    dirs.push(PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../devices"
-    )));
+    dirs.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../devices")));
     let mut unique = Vec::new();
     for d in dirs {
         if !unique.contains(&d) {
@@ -303,10 +272,8 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<ProfileError> {
         let files = if path.is_dir() {
             match xml_files(path) {
                 Ok(files) if files.is_empty() => {
-                    errors.push(ProfileError::whole_file(
-                        &path.display().to_string(),
-                        "no *.xml profiles in directory",
-                    ));
+                    errors
+                        .push(ProfileError::whole_file(&path.display().to_string(), "no *.xml profiles in directory"));
                     continue;
                 }
                 Ok(files) => files,
@@ -328,11 +295,7 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<ProfileError> {
                         if first != &file {
                             errors.push(ProfileError::whole_file(
                                 &file.display().to_string(),
-                                format!(
-                                    "duplicate profile id \"{}\" (also defined in {})",
-                                    p.id,
-                                    first.display()
-                                ),
+                                format!("duplicate profile id \"{}\" (also defined in {})", p.id, first.display()),
                             ));
                         }
                     } else {

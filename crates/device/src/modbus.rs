@@ -44,26 +44,14 @@ pub fn plan_modbus(profile: &Profile) -> ModbusPlan {
     for (index, value) in profile.values.iter().enumerate() {
         match &value.source {
             ValueSource::Modbus(m) => {
-                let count = if m.table.is_bits() {
-                    1
-                } else {
-                    m.encoding.registers()
-                };
-                items.push(Item {
-                    table: m.table,
-                    address: m.register,
-                    count,
-                });
+                let count = if m.table.is_bits() { 1 } else { m.encoding.registers() };
+                items.push(Item { table: m.table, address: m.register, count });
                 values.push(index);
             }
         }
     }
     let blocks = plan(&items, profile.modbus.max_block, profile.modbus.max_gap);
-    ModbusPlan {
-        blocks,
-        items,
-        values,
-    }
+    ModbusPlan { blocks, items, values }
 }
 
 /// What went wrong with one value while the meter itself answered.
@@ -89,14 +77,8 @@ pub enum ValueErrorKind {
 impl fmt::Display for ValueErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ValueErrorKind::Exception {
-                function,
-                exception,
-            } => {
-                write!(
-                    f,
-                    "meter replied with exception {exception} to function {function}"
-                )
+            ValueErrorKind::Exception { function, exception } => {
+                write!(f, "meter replied with exception {exception} to function {function}")
             }
             ValueErrorKind::InvalidReply(msg) => write!(f, "invalid reply: {msg}"),
             ValueErrorKind::Link(e) => write!(f, "{e}"),
@@ -166,14 +148,7 @@ pub async fn read_modbus(
         let fail_all = |errors: &mut Vec<(usize, ValueError)>, kind: ValueErrorKind| {
             for &member in &block.members {
                 if let Some((index, value)) = value_of(profile, &plan, member) {
-                    errors.push((
-                        index,
-                        ValueError {
-                            name: value.name.clone(),
-                            obis: value.obis,
-                            kind: kind.clone(),
-                        },
-                    ));
+                    errors.push((index, ValueError { name: value.name.clone(), obis: value.obis, kind: kind.clone() }));
                 }
             }
         };
@@ -186,29 +161,11 @@ pub async fn read_modbus(
         match result {
             Ok(response) => {
                 answered = true;
-                decode_block(
-                    profile,
-                    &plan,
-                    block,
-                    &response,
-                    meter,
-                    ts,
-                    &mut readings,
-                    &mut errors,
-                );
+                decode_block(profile, &plan, block, &response, meter, ts, &mut readings, &mut errors);
             }
-            Err(MasterError::Pdu(PduError::Exception {
-                function,
-                exception,
-            })) => {
+            Err(MasterError::Pdu(PduError::Exception { function, exception })) => {
                 answered = true;
-                fail_all(
-                    &mut errors,
-                    ValueErrorKind::Exception {
-                        function,
-                        exception,
-                    },
-                );
+                fail_all(&mut errors, ValueErrorKind::Exception { function, exception });
             }
             Err(MasterError::Pdu(e)) => {
                 answered = true;
@@ -216,10 +173,7 @@ pub async fn read_modbus(
             }
             Err(MasterError::Link(error)) => {
                 if !answered {
-                    return Err(ReadError::NoAnswer {
-                        meter: meter.to_string(),
-                        error,
-                    });
+                    return Err(ReadError::NoAnswer { meter: meter.to_string(), error });
                 }
                 if matches!(error, LinkError::Io { .. } | LinkError::Closed { .. }) {
                     dead = Some(error.to_string());
@@ -237,11 +191,7 @@ pub async fn read_modbus(
 }
 
 /// The profile value behind plan item `member`, with its index in `profile.values`.
-fn value_of<'p>(
-    profile: &'p Profile,
-    plan: &ModbusPlan,
-    member: usize,
-) -> Option<(usize, &'p crate::ValueDef)> {
+fn value_of<'p>(profile: &'p Profile, plan: &ModbusPlan, member: usize) -> Option<(usize, &'p crate::ValueDef)> {
     let index = *plan.values.get(member)?;
     Some((index, profile.values.get(index)?))
 }
@@ -258,9 +208,7 @@ fn decode_block(
     errors: &mut Vec<(usize, ValueError)>,
 ) {
     for &member in &block.members {
-        let (Some((index, value)), Some(item)) =
-            (value_of(profile, plan, member), plan.items.get(member))
-        else {
+        let (Some((index, value)), Some(item)) = (value_of(profile, plan, member), plan.items.get(member)) else {
             continue;
         };
         let ValueSource::Modbus(source) = &value.source;
@@ -281,9 +229,7 @@ fn decode_block(
                     item.address
                 ))),
             },
-            Response::Written => Err(ValueErrorKind::InvalidReply(
-                "write acknowledgement to a read".into(),
-            )),
+            Response::Written => Err(ValueErrorKind::InvalidReply("write acknowledgement to a read".into())),
         };
         match decoded {
             Ok(number) => readings.push((
@@ -298,14 +244,7 @@ fn decode_block(
                     quality: Quality::OK,
                 },
             )),
-            Err(kind) => errors.push((
-                index,
-                ValueError {
-                    name: value.name.clone(),
-                    obis: value.obis,
-                    kind,
-                },
-            )),
+            Err(kind) => errors.push((index, ValueError { name: value.name.clone(), obis: value.obis, kind })),
         }
     }
 }
@@ -353,18 +292,9 @@ pub async fn write_control(
     let ControlSource::Modbus(target) = &control.source;
     let result = match *target {
         ModbusControl::Coil { register } => master.write_coil(meter, unit, register, on).await,
-        ModbusControl::Register {
-            register,
-            on: on_value,
-            off,
-        } => {
-            master
-                .write_register(meter, unit, register, if on { on_value } else { off })
-                .await
+        ModbusControl::Register { register, on: on_value, off } => {
+            master.write_register(meter, unit, register, if on { on_value } else { off }).await
         }
     };
-    result.map_err(|error| ControlError::Write {
-        name: name.to_string(),
-        error,
-    })
+    result.map_err(|error| ControlError::Write { name: name.to_string(), error })
 }

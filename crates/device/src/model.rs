@@ -43,10 +43,7 @@ pub struct ModbusOptions {
 
 impl Default for ModbusOptions {
     fn default() -> Self {
-        Self {
-            max_block: 100,
-            max_gap: 0,
-        }
+        Self { max_block: 100, max_gap: 0 }
     }
 }
 

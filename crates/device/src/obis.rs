@@ -19,9 +19,7 @@ pub struct ObisError {
 impl FromStr for Obis {
     type Err = ObisError;
     fn from_str(s: &str) -> Result<Self, ObisError> {
-        let err = || ObisError {
-            input: s.to_string(),
-        };
+        let err = || ObisError { input: s.to_string() };
         let (a, rest) = s.split_once('-').ok_or_else(err)?;
         let (b, rest) = rest.split_once(':').ok_or_else(err)?;
         let (cde, f) = match rest.split_once('*') {
@@ -29,11 +27,7 @@ impl FromStr for Obis {
             None => (rest, "255"),
         };
         let mut it = cde.split('.');
-        let (c, d, e) = (
-            it.next().ok_or_else(err)?,
-            it.next().ok_or_else(err)?,
-            it.next().ok_or_else(err)?,
-        );
+        let (c, d, e) = (it.next().ok_or_else(err)?, it.next().ok_or_else(err)?, it.next().ok_or_else(err)?);
         if it.next().is_some() {
             return Err(err());
         }
@@ -61,32 +55,14 @@ mod tests {
 
     #[test]
     fn parses_short_and_full_forms() {
-        assert_eq!(
-            "1-0:1.8.0".parse::<Obis>().unwrap(),
-            Obis([1, 0, 1, 8, 0, 255])
-        );
-        assert_eq!(
-            "1-0:32.7.0*255".parse::<Obis>().unwrap().to_string(),
-            "1-0:32.7.0*255"
-        );
-        assert_eq!(
-            "0-0:96.1.0*0".parse::<Obis>().unwrap(),
-            Obis([0, 0, 96, 1, 0, 0])
-        );
+        assert_eq!("1-0:1.8.0".parse::<Obis>().unwrap(), Obis([1, 0, 1, 8, 0, 255]));
+        assert_eq!("1-0:32.7.0*255".parse::<Obis>().unwrap().to_string(), "1-0:32.7.0*255");
+        assert_eq!("0-0:96.1.0*0".parse::<Obis>().unwrap(), Obis([0, 0, 96, 1, 0, 0]));
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in [
-            "",
-            "1.8.0",
-            "1-0:1.8",
-            "1-0:1.8.0.1",
-            "1-0:1.8.256",
-            "a-0:1.8.0",
-            "1-0:1.8.0*",
-            "1-0:+1.8.0",
-        ] {
+        for bad in ["", "1.8.0", "1-0:1.8", "1-0:1.8.0.1", "1-0:1.8.256", "a-0:1.8.0", "1-0:1.8.0*", "1-0:+1.8.0"] {
             assert!(bad.parse::<Obis>().is_err(), "{bad}");
         }
     }

@@ -11,16 +11,14 @@ use ami_protocols::modbus::value::{ByteOrder, Encoding, ValueType, WordOrder};
 
 use crate::xml::{self, Attr, Element};
 use crate::{
-    Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Obis, Profile,
-    Protocol, ValueDef, ValueKind, ValueSource,
+    Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Obis, Profile, Protocol, ValueDef,
+    ValueKind, ValueSource,
 };
 
 /// Unit symbols a value may carry (design map, plus `%` and `K` for ratios and temperature
 /// differences); the empty string is a dimensionless value such as a power factor.
-pub const UNITS: &[&str] = &[
-    "Wh", "W", "V", "A", "Hz", "var", "varh", "VA", "VAh", "m3", "m3/h", "degC", "K", "J", "s",
-    "%", "",
-];
+pub const UNITS: &[&str] =
+    &["Wh", "W", "V", "A", "Hz", "var", "varh", "VA", "VAh", "m3", "m3/h", "degC", "K", "J", "s", "%", ""];
 
 /// Units whose values are cumulative registers: their `kind` defaults to `counter`.
 const COUNTER_UNITS: &[&str] = &["Wh", "varh", "VAh", "m3", "J"];
@@ -50,11 +48,7 @@ impl fmt::Display for ProfileError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file, self.line, self.col, self.message
-            )
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
         }
     }
 }
@@ -64,12 +58,7 @@ impl std::error::Error for ProfileError {}
 impl ProfileError {
     /// An error about the whole file (unreadable, not UTF-8 …).
     pub fn whole_file(file: &str, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_string(),
-            line: 0,
-            col: 0,
-            message: message.into(),
-        }
+        Self { file: file.to_string(), line: 0, col: 0, message: message.into() }
     }
 }
 
@@ -138,12 +127,7 @@ struct Lines<'a> {
 impl<'a> Lines<'a> {
     fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
         Self { text, starts }
     }
 
@@ -151,15 +135,8 @@ impl<'a> Lines<'a> {
         let pos = pos.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= pos).max(1);
         let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let col = self
-            .text
-            .get(start..pos)
-            .map_or(pos - start, |s| s.chars().count())
-            + 1;
-        (
-            u32::try_from(line).unwrap_or(u32::MAX),
-            u32::try_from(col).unwrap_or(u32::MAX),
-        )
+        let col = self.text.get(start..pos).map_or(pos - start, |s| s.chars().count()) + 1;
+        (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(col).unwrap_or(u32::MAX))
     }
 }
 
@@ -173,12 +150,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn error(&mut self, pos: usize, message: impl Into<String>) {
         let (line, col) = self.lines.locate(pos);
-        self.errors.push(ProfileError {
-            file: self.file.to_string(),
-            line,
-            col,
-            message: message.into(),
-        });
+        self.errors.push(ProfileError { file: self.file.to_string(), line, col, message: message.into() });
     }
 
     fn line_of(&self, pos: usize) -> u32 {
@@ -206,10 +178,7 @@ impl Ctx<'_> {
     fn required<'e>(&mut self, el: &'e Element, name: &str) -> Option<&'e Attr> {
         let found = el.attr(name);
         if found.is_none() {
-            self.error(
-                el.pos,
-                format!("missing attribute \"{name}\" on <{}>", el.name),
-            );
+            self.error(el.pos, format!("missing attribute \"{name}\" on <{}>", el.name));
         }
         found
     }
@@ -219,10 +188,7 @@ impl Ctx<'_> {
         for (pos, _) in &el.text {
             self.error(
                 *pos,
-                format!(
-                    "unexpected text inside <{}> (profiles use attributes and elements only)",
-                    el.name
-                ),
+                format!("unexpected text inside <{}> (profiles use attributes and elements only)", el.name),
             );
         }
     }
@@ -231,28 +197,14 @@ impl Ctx<'_> {
     fn no_children(&mut self, el: &Element) {
         self.no_text(el);
         for c in &el.children {
-            self.error(
-                c.pos,
-                format!(
-                    "unexpected element <{}> inside <{}> (it takes no children)",
-                    c.name, el.name
-                ),
-            );
+            self.error(c.pos, format!("unexpected element <{}> inside <{}> (it takes no children)", c.name, el.name));
         }
     }
 
-    fn parse_with<T>(
-        &mut self,
-        a: &Attr,
-        what: &str,
-        f: impl FnOnce(&str) -> Option<T>,
-    ) -> Option<T> {
+    fn parse_with<T>(&mut self, a: &Attr, what: &str, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let v = f(a.value.trim());
         if v.is_none() {
-            self.error(
-                a.value_pos,
-                format!("bad {what} \"{}\" in attribute \"{}\"", a.value, a.name),
-            );
+            self.error(a.value_pos, format!("bad {what} \"{}\" in attribute \"{}\"", a.value, a.name));
         }
         v
     }
@@ -262,14 +214,7 @@ impl Ctx<'_> {
         let found = options.iter().find(|(n, _)| *n == a.value).map(|(_, v)| *v);
         if found.is_none() {
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            self.error(
-                a.value_pos,
-                format!(
-                    "unknown {what} \"{}\" (expected one of {})",
-                    a.value,
-                    names.join(", ")
-                ),
-            );
+            self.error(a.value_pos, format!("unknown {what} \"{}\" (expected one of {})", a.value, names.join(", ")));
         }
         found
     }
@@ -296,9 +241,7 @@ fn parse_in_range(s: &str, min: u64, max: u64) -> Option<u64> {
 
 /// Parses a finite decimal number (`1000`, `0.1`, `-3e2`).
 fn parse_f64(s: &str) -> Option<f64> {
-    let ok_chars = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    let ok_chars = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
     if !ok_chars {
         return None;
     }
@@ -334,8 +277,7 @@ fn valid_name(s: &str) -> bool {
 pub(crate) fn valid_id(s: &str) -> bool {
     let mut b = s.bytes();
     s.len() <= 64
-        && b.next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
 }
 
@@ -344,34 +286,16 @@ const PROFILE_CHILDREN: &[&str] = &["line", "modbus", "value", "control"];
 const LINE_ATTRS: &[&str] = &["baud", "parity", "data", "stop", "address", "timeout"];
 const MODBUS_OPTION_ATTRS: &[&str] = &["max-block", "max-gap", "word-order", "byte-order"];
 const VALUE_ATTRS: &[&str] = &["name", "obis", "unit", "kind", "description"];
-const MODBUS_VALUE_ATTRS: &[&str] = &[
-    "table",
-    "register",
-    "type",
-    "word-order",
-    "byte-order",
-    "scale",
-    "offset",
-];
+const MODBUS_VALUE_ATTRS: &[&str] = &["table", "register", "type", "word-order", "byte-order", "scale", "offset"];
 const CONTROL_ATTRS: &[&str] = &["name", "description"];
 const MODBUS_CONTROL_ATTRS: &[&str] = &["coil", "register", "on", "off"];
 
-const TABLES: &[(&str, Table)] = &[
-    ("coil", Table::Coil),
-    ("discrete", Table::Discrete),
-    ("holding", Table::Holding),
-    ("input", Table::Input),
-];
-const WORD_ORDERS: &[(&str, WordOrder)] = &[
-    ("high-first", WordOrder::HighFirst),
-    ("low-first", WordOrder::LowFirst),
-];
+const TABLES: &[(&str, Table)] =
+    &[("coil", Table::Coil), ("discrete", Table::Discrete), ("holding", Table::Holding), ("input", Table::Input)];
+const WORD_ORDERS: &[(&str, WordOrder)] = &[("high-first", WordOrder::HighFirst), ("low-first", WordOrder::LowFirst)];
 const BYTE_ORDERS: &[(&str, ByteOrder)] = &[("big", ByteOrder::Big), ("little", ByteOrder::Little)];
-const KINDS: &[(&str, ValueKind)] = &[
-    ("instantaneous", ValueKind::Instantaneous),
-    ("counter", ValueKind::Counter),
-    ("static", ValueKind::Static),
-];
+const KINDS: &[(&str, ValueKind)] =
+    &[("instantaneous", ValueKind::Instantaneous), ("counter", ValueKind::Counter), ("static", ValueKind::Static)];
 
 /// Profile-wide Modbus settings: options plus decoding defaults for values.
 #[derive(Clone, Copy, Default)]
@@ -384,11 +308,7 @@ struct ModbusDefaults {
 /// Parses and validates one profile. `file` is used in error messages (and, when the profile has no
 /// `id` attribute, its stem becomes the id). Every error found is returned, sorted by position.
 pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
-    let mut ctx = Ctx {
-        file,
-        lines: Lines::new(text),
-        errors: Vec::new(),
-    };
+    let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
     let doc = match xml::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
@@ -397,10 +317,7 @@ pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError
         }
     };
     for (pos, name) in &doc.extra_roots {
-        ctx.error(
-            *pos,
-            format!("second root element <{name}> (a profile file holds one <profile>)"),
-        );
+        ctx.error(*pos, format!("second root element <{name}> (a profile file holds one <profile>)"));
     }
     for pos in &doc.stray_text {
         ctx.error(*pos, "unexpected text outside <profile>");
@@ -412,10 +329,7 @@ pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError
     let profile = if root.name == "profile" {
         profile(&mut ctx, &root)
     } else {
-        ctx.error(
-            root.pos,
-            format!("root element is <{}>, expected <profile>", root.name),
-        );
+        ctx.error(root.pos, format!("root element is <{}>, expected <profile>", root.name));
         None
     };
     match profile {
@@ -438,20 +352,13 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
             if !ok {
                 ctx.error(
                     a.value_pos,
-                    format!(
-                        "bad profile id \"{}\" (use lowercase letters, digits, '.', '-', '_')",
-                        a.value
-                    ),
+                    format!("bad profile id \"{}\" (use lowercase letters, digits, '.', '-', '_')", a.value),
                 );
             }
             ok.then(|| a.value.clone())
         }
         None => {
-            let stem = Path::new(ctx.file)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-                .to_string();
+            let stem = Path::new(ctx.file).file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
             let ok = valid_id(&stem);
             if !ok {
                 ctx.error(
@@ -468,17 +375,9 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
         if found.is_none() {
             let expected: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
             let msg = if FUTURE_PROTOCOLS.contains(&a.value.as_str()) {
-                format!(
-                    "protocol \"{}\" is not supported yet (supported: {})",
-                    a.value,
-                    expected.join(", ")
-                )
+                format!("protocol \"{}\" is not supported yet (supported: {})", a.value, expected.join(", "))
             } else {
-                format!(
-                    "unknown protocol \"{}\" (expected one of {})",
-                    a.value,
-                    expected.join(", ")
-                )
+                format!("unknown protocol \"{}\" (expected one of {})", a.value, expected.join(", "))
             };
             ctx.error(a.value_pos, msg);
         }
@@ -487,10 +386,7 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
     let text_attr = |ctx: &mut Ctx<'_>, name: &str| {
         let a = ctx.required(el, name)?;
         if a.value.trim().is_empty() {
-            ctx.error(
-                a.value_pos,
-                format!("attribute \"{name}\" on <profile> is empty"),
-            );
+            ctx.error(a.value_pos, format!("attribute \"{name}\" on <profile> is empty"));
             return None;
         }
         Some(a.value.trim().to_string())
@@ -508,10 +404,7 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
             "line" => {
                 if let Some(first) = seen_line {
                     let first_line = ctx.line_of(first);
-                    ctx.error(
-                        child.pos,
-                        format!("duplicate <line> element (first one at line {first_line})"),
-                    );
+                    ctx.error(child.pos, format!("duplicate <line> element (first one at line {first_line})"));
                 } else {
                     seen_line = Some(child.pos);
                     line = line_defaults(ctx, child, protocol);
@@ -520,17 +413,11 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
             "modbus" => {
                 if let Some(first) = seen_modbus {
                     let first_line = ctx.line_of(first);
-                    ctx.error(
-                        child.pos,
-                        format!("duplicate <modbus> element (first one at line {first_line})"),
-                    );
+                    ctx.error(child.pos, format!("duplicate <modbus> element (first one at line {first_line})"));
                 } else {
                     seen_modbus = Some(child.pos);
                     if protocol.is_some_and(|p| p != Protocol::Modbus) {
-                        ctx.error(
-                            child.pos,
-                            "<modbus> options in a profile whose protocol is not modbus",
-                        );
+                        ctx.error(child.pos, "<modbus> options in a profile whose protocol is not modbus");
                     }
                     modbus = modbus_defaults(ctx, child);
                 }
@@ -538,15 +425,9 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
             "value" | "control" => {}
             other => {
                 let msg = if FUTURE_PROTOCOLS.contains(&other) {
-                    format!(
-                        "<{other}> options are not supported yet (expected one of {})",
-                        PROFILE_CHILDREN.join(", ")
-                    )
+                    format!("<{other}> options are not supported yet (expected one of {})", PROFILE_CHILDREN.join(", "))
                 } else {
-                    format!(
-                        "unknown element <{other}> in <profile> (expected one of {})",
-                        PROFILE_CHILDREN.join(", ")
-                    )
+                    format!("unknown element <{other}> in <profile> (expected one of {})", PROFILE_CHILDREN.join(", "))
                 };
                 ctx.error(child.pos, msg);
             }
@@ -601,37 +482,26 @@ fn line_defaults(ctx: &mut Ctx<'_>, el: &Element, protocol: Option<Protocol>) ->
         });
     }
     if let Some(a) = el.attr("parity") {
-        line.parity = ctx
-            .choice(
-                a,
-                "parity",
-                &[("none", "none"), ("even", "even"), ("odd", "odd")],
-            )
-            .map(String::from);
+        line.parity = ctx.choice(a, "parity", &[("none", "none"), ("even", "even"), ("odd", "odd")]).map(String::from);
     }
     if let Some(a) = el.attr("data") {
-        line.data_bits = ctx.parse_with(a, "data bits (5..8)", |s| {
-            parse_in_range(s, 5, 8).and_then(|v| u8::try_from(v).ok())
-        });
+        line.data_bits =
+            ctx.parse_with(a, "data bits (5..8)", |s| parse_in_range(s, 5, 8).and_then(|v| u8::try_from(v).ok()));
     }
     if let Some(a) = el.attr("stop") {
-        line.stop_bits = ctx.parse_with(a, "stop bits (1 or 2)", |s| {
-            parse_in_range(s, 1, 2).and_then(|v| u8::try_from(v).ok())
-        });
+        line.stop_bits =
+            ctx.parse_with(a, "stop bits (1 or 2)", |s| parse_in_range(s, 1, 2).and_then(|v| u8::try_from(v).ok()));
     }
     if let Some(a) = el.attr("address") {
         // Modbus unit ids 1..247 (0 is broadcast); other protocols use the full byte.
         let (min, max, what) = match protocol {
             Some(Protocol::Modbus) | None => (1, 247, "Modbus address (1..247)"),
         };
-        line.address = ctx.parse_with(a, what, |s| {
-            parse_in_range(s, min, max).and_then(|v| u8::try_from(v).ok())
-        });
+        line.address = ctx.parse_with(a, what, |s| parse_in_range(s, min, max).and_then(|v| u8::try_from(v).ok()));
     }
     if let Some(a) = el.attr("timeout") {
-        line.timeout_ms = ctx.parse_with(a, "timeout (e.g. 500ms or 2s)", |s| {
-            parse_duration_ms(s).filter(|&ms| ms > 0)
-        });
+        line.timeout_ms =
+            ctx.parse_with(a, "timeout (e.g. 500ms or 2s)", |s| parse_duration_ms(s).filter(|&ms| ms > 0));
     }
     line
 }
@@ -648,18 +518,15 @@ fn modbus_defaults(ctx: &mut Ctx<'_>, el: &Element) -> ModbusDefaults {
         }
     }
     if let Some(a) = el.attr("max-gap") {
-        if let Some(v) = ctx.parse_with(a, "gap (0..124 registers)", |s| {
-            parse_in_range(s, 0, 124).and_then(|v| u16::try_from(v).ok())
-        }) {
+        if let Some(v) = ctx
+            .parse_with(a, "gap (0..124 registers)", |s| parse_in_range(s, 0, 124).and_then(|v| u16::try_from(v).ok()))
+        {
             d.options.max_gap = v;
         }
     }
     if d.options.max_gap >= d.options.max_block {
         if let Some(a) = el.attr("max-gap") {
-            let msg = format!(
-                "max-gap {} must be smaller than max-block {}",
-                d.options.max_gap, d.options.max_block
-            );
+            let msg = format!("max-gap {} must be smaller than max-block {}", d.options.max_gap, d.options.max_block);
             ctx.error(a.value_pos, msg);
         }
     }
@@ -691,10 +558,7 @@ fn value(
         if !valid_name(&a.value) {
             ctx.error(
                 a.value_pos,
-                format!(
-                    "bad value name \"{}\" (expected [a-z][a-z0-9_]*, at most 64 characters)",
-                    a.value
-                ),
+                format!("bad value name \"{}\" (expected [a-z][a-z0-9_]*, at most 64 characters)", a.value),
             );
             return None;
         }
@@ -702,10 +566,7 @@ fn value(
             let first_line = ctx.line_of(first);
             ctx.error(
                 a.value_pos,
-                format!(
-                    "duplicate value name \"{}\" (first defined at line {first_line})",
-                    a.value
-                ),
+                format!("duplicate value name \"{}\" (first defined at line {first_line})", a.value),
             );
             return None;
         }
@@ -736,14 +597,7 @@ fn value(
             Some(a.value.clone())
         } else {
             let list: Vec<String> = UNITS.iter().map(|u| format!("\"{u}\"")).collect();
-            ctx.error(
-                a.value_pos,
-                format!(
-                    "unknown unit \"{}\" (expected one of {})",
-                    a.value,
-                    list.join(", ")
-                ),
-            );
+            ctx.error(a.value_pos, format!("unknown unit \"{}\" (expected one of {})", a.value, list.join(", ")));
             None
         }
     });
@@ -765,10 +619,7 @@ fn value(
                     continue;
                 }
                 if protocol.is_some_and(|p| p != Protocol::Modbus) {
-                    ctx.error(
-                        child.pos,
-                        "<modbus> source in a profile whose protocol is not modbus",
-                    );
+                    ctx.error(child.pos, "<modbus> source in a profile whose protocol is not modbus");
                     continue;
                 }
                 source = modbus_value(ctx, child, modbus).map(ValueSource::Modbus);
@@ -776,29 +627,18 @@ fn value(
             other if FUTURE_PROTOCOLS.contains(&other) => {
                 source_count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
-                ctx.error(
-                    child.pos,
-                    format!("<{other}> source does not match the profile's protocol \"{p}\""),
-                );
+                ctx.error(child.pos, format!("<{other}> source does not match the profile's protocol \"{p}\""));
             }
             other => {
                 let expected = protocol.map_or("modbus", Protocol::name);
-                ctx.error(
-                    child.pos,
-                    format!("unknown element <{other}> in <value> (expected {expected})"),
-                );
+                ctx.error(child.pos, format!("unknown element <{other}> in <value> (expected {expected})"));
             }
         }
     }
     if source_count == 0 {
         let expected = protocol.map_or("modbus", Protocol::name);
-        let shown = el
-            .attr("name")
-            .map_or_else(String::new, |n| format!(" name=\"{}\"", n.value));
-        ctx.error(
-            el.pos,
-            format!("<value{shown}> has no source: add a <{expected}> element"),
-        );
+        let shown = el.attr("name").map_or_else(String::new, |n| format!(" name=\"{}\"", n.value));
+        ctx.error(el.pos, format!("<value{shown}> has no source: add a <{expected}> element"));
     }
 
     Some(ValueDef {
@@ -815,9 +655,7 @@ fn value(
 fn modbus_value(ctx: &mut Ctx<'_>, el: &Element, defaults: &ModbusDefaults) -> Option<ModbusValue> {
     ctx.check_attrs(el, MODBUS_VALUE_ATTRS);
     ctx.no_children(el);
-    let table = ctx
-        .required(el, "table")
-        .and_then(|a| ctx.choice(a, "table", TABLES));
+    let table = ctx.required(el, "table").and_then(|a| ctx.choice(a, "table", TABLES));
     let register = ctx.required(el, "register").and_then(|a| {
         ctx.parse_with(a, "register (0..65535, decimal or 0x hex)", |s| {
             parse_uint(s).and_then(|v| u16::try_from(v).ok())
@@ -836,9 +674,7 @@ fn modbus_value(ctx: &mut Ctx<'_>, el: &Element, defaults: &ModbusDefaults) -> O
         // A bit reads as 0 or 1; decoding attributes would be meaningless.
         for name in ["type", "word-order", "byte-order", "scale", "offset"] {
             if let Some(a) = el.attr(name) {
-                let t = table.map_or("", |t| {
-                    TABLES.iter().find(|(_, x)| *x == t).map_or("", |(n, _)| *n)
-                });
+                let t = table.map_or("", |t| TABLES.iter().find(|(_, x)| *x == t).map_or("", |(n, _)| *n));
                 ctx.error(a.pos, format!("attribute \"{name}\" does not apply to table \"{t}\" (bits read as 0 or 1)"));
             }
         }
@@ -849,14 +685,7 @@ fn modbus_value(ctx: &mut Ctx<'_>, el: &Element, defaults: &ModbusDefaults) -> O
             let found = ValueType::from_str(&a.value).ok();
             if found.is_none() {
                 let names: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
-                ctx.error(
-                    a.value_pos,
-                    format!(
-                        "unknown type \"{}\" (expected one of {})",
-                        a.value,
-                        names.join(", ")
-                    ),
-                );
+                ctx.error(a.value_pos, format!("unknown type \"{}\" (expected one of {})", a.value, names.join(", ")));
             }
             found
         });
@@ -877,39 +706,26 @@ fn modbus_value(ctx: &mut Ctx<'_>, el: &Element, defaults: &ModbusDefaults) -> O
             match parse_f64(a.value.trim()) {
                 Some(v) if v != 0.0 => encoding.scale = v,
                 Some(_) => ctx.error(a.value_pos, "scale must not be 0"),
-                None => ctx.error(
-                    a.value_pos,
-                    format!("bad number \"{}\" in attribute \"scale\"", a.value),
-                ),
+                None => ctx.error(a.value_pos, format!("bad number \"{}\" in attribute \"scale\"", a.value)),
             }
         }
         if let Some(a) = el.attr("offset") {
             match parse_f64(a.value.trim()) {
                 Some(v) => encoding.offset = v,
-                None => ctx.error(
-                    a.value_pos,
-                    format!("bad number \"{}\" in attribute \"offset\"", a.value),
-                ),
+                None => ctx.error(a.value_pos, format!("bad number \"{}\" in attribute \"offset\"", a.value)),
             }
         }
         if let (Some(r), Some(ty)) = (register, ty) {
             let last = u32::from(r) + u32::from(ty.registers()) - 1;
             if last > 0xFFFF {
                 if let Some(a) = el.attr("register") {
-                    ctx.error(
-                        a.value_pos,
-                        format!("{ty} at register {r:#06x} runs past the last register 0xffff"),
-                    );
+                    ctx.error(a.value_pos, format!("{ty} at register {r:#06x} runs past the last register 0xffff"));
                 }
             }
         }
         ty?;
     }
-    Some(ModbusValue {
-        table: table?,
-        register: register?,
-        encoding,
-    })
+    Some(ModbusValue { table: table?, register: register?, encoding })
 }
 
 fn control(
@@ -924,10 +740,7 @@ fn control(
         if !valid_name(&a.value) {
             ctx.error(
                 a.value_pos,
-                format!(
-                    "bad control name \"{}\" (expected [a-z][a-z0-9_]*, at most 64 characters)",
-                    a.value
-                ),
+                format!("bad control name \"{}\" (expected [a-z][a-z0-9_]*, at most 64 characters)", a.value),
             );
             return None;
         }
@@ -935,10 +748,7 @@ fn control(
             let first_line = ctx.line_of(first);
             ctx.error(
                 a.value_pos,
-                format!(
-                    "duplicate control name \"{}\" (first defined at line {first_line})",
-                    a.value
-                ),
+                format!("duplicate control name \"{}\" (first defined at line {first_line})", a.value),
             );
             return None;
         }
@@ -958,10 +768,7 @@ fn control(
                     continue;
                 }
                 if protocol.is_some_and(|p| p != Protocol::Modbus) {
-                    ctx.error(
-                        child.pos,
-                        "<modbus> target in a profile whose protocol is not modbus",
-                    );
+                    ctx.error(child.pos, "<modbus> target in a profile whose protocol is not modbus");
                     continue;
                 }
                 source = modbus_control(ctx, child).map(ControlSource::Modbus);
@@ -969,32 +776,19 @@ fn control(
             other if FUTURE_PROTOCOLS.contains(&other) => {
                 count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
-                ctx.error(
-                    child.pos,
-                    format!("<{other}> target does not match the profile's protocol \"{p}\""),
-                );
+                ctx.error(child.pos, format!("<{other}> target does not match the profile's protocol \"{p}\""));
             }
             other => {
                 let expected = protocol.map_or("modbus", Protocol::name);
-                ctx.error(
-                    child.pos,
-                    format!("unknown element <{other}> in <control> (expected {expected})"),
-                );
+                ctx.error(child.pos, format!("unknown element <{other}> in <control> (expected {expected})"));
             }
         }
     }
     if count == 0 {
         let expected = protocol.map_or("modbus", Protocol::name);
-        ctx.error(
-            el.pos,
-            format!("<control> has no target: add a <{expected}> element"),
-        );
+        ctx.error(el.pos, format!("<control> has no target: add a <{expected}> element"));
     }
-    Some(Control {
-        name: name?,
-        description,
-        source: source?,
-    })
+    Some(Control { name: name?, description, source: source? })
 }
 
 fn modbus_control(ctx: &mut Ctx<'_>, el: &Element) -> Option<ModbusControl> {
@@ -1009,7 +803,10 @@ fn modbus_control(ctx: &mut Ctx<'_>, el: &Element) -> Option<ModbusControl> {
         (Some(coil), None) => {
             for name in ["on", "off"] {
                 if let Some(a) = el.attr(name) {
-                    ctx.error(a.pos, format!("attribute \"{name}\" does not apply to a coil (on writes 0xFF00, off 0x0000)"));
+                    ctx.error(
+                        a.pos,
+                        format!("attribute \"{name}\" does not apply to a coil (on writes 0xFF00, off 0x0000)"),
+                    );
                 }
             }
             address(ctx, coil).map(|register| ModbusControl::Coil { register })
@@ -1017,9 +814,8 @@ fn modbus_control(ctx: &mut Ctx<'_>, el: &Element) -> Option<ModbusControl> {
         (None, Some(reg)) => {
             let register = address(ctx, reg);
             let word = |ctx: &mut Ctx<'_>, name: &str, default: u16| match el.attr(name) {
-                Some(a) => ctx.parse_with(a, "register value (0..65535)", |s| {
-                    parse_uint(s).and_then(|v| u16::try_from(v).ok())
-                }),
+                Some(a) => ctx
+                    .parse_with(a, "register value (0..65535)", |s| parse_uint(s).and_then(|v| u16::try_from(v).ok())),
                 None => Some(default),
             };
             let on = word(ctx, "on", 1);
@@ -1029,24 +825,14 @@ fn modbus_control(ctx: &mut Ctx<'_>, el: &Element) -> Option<ModbusControl> {
                     ctx.error(a.value_pos, format!("\"on\" and \"off\" are both {on}"));
                 }
             }
-            Some(ModbusControl::Register {
-                register: register?,
-                on: on?,
-                off: off?,
-            })
+            Some(ModbusControl::Register { register: register?, on: on?, off: off? })
         }
         (Some(_), Some(reg)) => {
-            ctx.error(
-                reg.pos,
-                "a control writes either a \"coil\" or a \"register\", not both",
-            );
+            ctx.error(reg.pos, "a control writes either a \"coil\" or a \"register\", not both");
             None
         }
         (None, None) => {
-            ctx.error(
-                el.pos,
-                "missing attribute \"coil\" or \"register\" on <modbus>",
-            );
+            ctx.error(el.pos, "missing attribute \"coil\" or \"register\" on <modbus>");
             None
         }
     }

@@ -28,11 +28,7 @@ pub struct Quality {
 
 impl Quality {
     /// No flags.
-    pub const OK: Quality = Quality {
-        meter_error: false,
-        clock_untrusted: false,
-        estimated: false,
-    };
+    pub const OK: Quality = Quality { meter_error: false, clock_untrusted: false, estimated: false };
 
     /// `ok`, or the set flags joined by `,` (`meter_error,clock_untrusted`).
     pub fn as_text(&self) -> String {
@@ -141,11 +137,7 @@ mod tests {
 
     #[test]
     fn quality_round_trips() {
-        let q = Quality {
-            meter_error: true,
-            clock_untrusted: true,
-            estimated: false,
-        };
+        let q = Quality { meter_error: true, clock_untrusted: true, estimated: false };
         assert_eq!(q.as_text(), "meter_error,clock_untrusted");
         assert_eq!(Quality::from_text(&q.as_text()), q);
         assert_eq!(Quality::from_text("ok"), Quality::OK);

@@ -127,20 +127,9 @@ fn element(text: &str, e: &BytesStart<'_>, fallback: usize) -> Result<Element, X
                 message: format!("bad XML: attribute \"{attr_name}\" on <{name}>: {err}"),
             })?
             .into_owned();
-        attrs.push(Attr {
-            name: attr_name,
-            value,
-            pos: attr_pos,
-            value_pos,
-        });
+        attrs.push(Attr { name: attr_name, value, pos: attr_pos, value_pos });
     }
-    Ok(Element {
-        name,
-        pos,
-        attrs,
-        children: Vec::new(),
-        text: Vec::new(),
-    })
+    Ok(Element { name, pos, attrs, children: Vec::new(), text: Vec::new() })
 }
 
 /// Parses `text` into a [`Document`]. The first well-formedness error is returned as `Err`.
@@ -151,8 +140,7 @@ pub(crate) fn parse(text: &str) -> Result<Document, XmlError> {
     let mut doc = Document::default();
     let mut stack: Vec<Element> = Vec::new();
 
-    let attach = |doc: &mut Document, stack: &mut Vec<Element>, el: Element| match stack.last_mut()
-    {
+    let attach = |doc: &mut Document, stack: &mut Vec<Element>, el: Element| match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None if doc.root.is_none() => doc.root = Some(el),
         None => doc.extra_roots.push((el.pos, el.name)),
@@ -190,10 +178,7 @@ pub(crate) fn parse(text: &str) -> Result<Document, XmlError> {
                     let pos = offset_in(text, raw).unwrap_or(before).saturating_add(first);
                     let content = t
                         .unescape()
-                        .map_err(|e| XmlError {
-                            pos,
-                            message: format!("bad XML: {e}"),
-                        })?
+                        .map_err(|e| XmlError { pos, message: format!("bad XML: {e}") })?
                         .trim()
                         .to_string();
                     match stack.last_mut() {

@@ -5,18 +5,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ami_device::modbus::{
-    plan_modbus, read_modbus, write_control, ControlError, ReadError, ValueErrorKind,
-};
+use ami_device::modbus::{plan_modbus, read_modbus, write_control, ControlError, ReadError, ValueErrorKind};
 use ami_device::{parse_profile, Profile, Quality, Value};
 use ami_link::modbus::encode_rtu;
 use ami_link::{Bus, BusConfig, LinkError};
 use ami_media::loopback::pair;
 use ami_media::LoopbackTransport;
 use ami_protocols::modbus::plan::Table;
-use ami_protocols::modbus::{
-    encode_exception, encode_response, Exception, Framing, Master, Request, Response,
-};
+use ami_protocols::modbus::{encode_exception, encode_response, Exception, Framing, Master, Request, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -63,9 +59,7 @@ async fn serve(mut io: LoopbackTransport, unit: u8, memory: Arc<Mutex<Memory>>, 
         let pdu = {
             let mut m = memory.lock().unwrap();
             let read = |table: Table, address: u16, quantity: u16| -> Option<Vec<u16>> {
-                (address..address + quantity)
-                    .map(|a| m.registers.get(&(table, a)).copied())
-                    .collect()
+                (address..address + quantity).map(|a| m.registers.get(&(table, a)).copied()).collect()
             };
             let response = match &request {
                 Request::ReadInputRegisters { address, quantity } => {
@@ -106,10 +100,7 @@ fn line(silent: bool) -> (Master, Arc<Mutex<Memory>>) {
         retries: 0,
         drain_quiet: Duration::from_millis(5),
     };
-    (
-        Master::new(Bus::spawn(Box::new(a), config), Framing::Rtu),
-        memory,
-    )
+    (Master::new(Bus::spawn(Box::new(a), config), Framing::Rtu), memory)
 }
 
 fn profile() -> Profile {
@@ -139,9 +130,7 @@ async fn every_value_is_read_and_a_refused_block_costs_only_its_values() {
     }
     let p = profile();
     assert_eq!(plan_modbus(&p).requests(), 4);
-    let outcome = read_modbus(&p, &master, "m1", 9, clock)
-        .await
-        .expect("meter answers");
+    let outcome = read_modbus(&p, &master, "m1", 9, clock).await.expect("meter answers");
 
     let values: Vec<(&str, f64)> = outcome
         .readings
@@ -153,18 +142,10 @@ async fn every_value_is_read_and_a_refused_block_costs_only_its_values() {
         .collect();
     assert_eq!(
         values,
-        [
-            ("voltage_l1", 231.5),
-            ("current_l1", -5.12),
-            ("energy_import_total", 10_000_000.0),
-            ("relay_state", 1.0)
-        ]
+        [("voltage_l1", 231.5), ("current_l1", -5.12), ("energy_import_total", 10_000_000.0), ("relay_state", 1.0)]
     );
     let r = &outcome.readings[2];
-    assert_eq!(
-        (r.meter.as_str(), r.unit.as_str(), r.ts, r.quality),
-        ("m1", "Wh", clock(), Quality::OK)
-    );
+    assert_eq!((r.meter.as_str(), r.unit.as_str(), r.ts, r.quality), ("m1", "Wh", clock(), Quality::OK));
     assert_eq!(r.obis.to_string(), "1-0:1.8.0*255");
 
     let errors: Vec<&str> = outcome.errors.iter().map(|e| e.name.as_str()).collect();
@@ -172,22 +153,15 @@ async fn every_value_is_read_and_a_refused_block_costs_only_its_values() {
     assert!(matches!(outcome.errors[0].kind, ValueErrorKind::Decode(_)));
     assert!(matches!(
         outcome.errors[1].kind,
-        ValueErrorKind::Exception {
-            exception: Exception::IllegalDataAddress,
-            ..
-        }
+        ValueErrorKind::Exception { exception: Exception::IllegalDataAddress, .. }
     ));
-    assert!(outcome.errors[1]
-        .to_string()
-        .starts_with("value refused (1-0:72.7.0*255): meter replied with exception"));
+    assert!(outcome.errors[1].to_string().starts_with("value refused (1-0:72.7.0*255): meter replied with exception"));
 }
 
 #[tokio::test]
 async fn a_meter_that_does_not_answer_fails_the_read() {
     let (master, _memory) = line(true);
-    let err = read_modbus(&profile(), &master, "m1", 9, clock)
-        .await
-        .unwrap_err();
+    let err = read_modbus(&profile(), &master, "m1", 9, clock).await.unwrap_err();
     let ReadError::NoAnswer { meter, error } = &err;
     assert_eq!(meter, "m1");
     assert!(matches!(error, LinkError::Timeout { .. }), "{error:?}");
@@ -198,38 +172,18 @@ async fn a_meter_that_does_not_answer_fails_the_read() {
 async fn controls_write_a_coil_or_a_register() {
     let (master, memory) = line(false);
     let p = profile();
-    write_control(&p, &master, "m1", 9, "relay", false)
-        .await
-        .unwrap();
-    write_control(&p, &master, "m1", 9, "mode", true)
-        .await
-        .unwrap();
-    write_control(&p, &master, "m1", 9, "mode", false)
-        .await
-        .unwrap();
+    write_control(&p, &master, "m1", 9, "relay", false).await.unwrap();
+    write_control(&p, &master, "m1", 9, "mode", true).await.unwrap();
+    write_control(&p, &master, "m1", 9, "mode", false).await.unwrap();
     assert_eq!(
         memory.lock().unwrap().writes,
         [
-            Request::WriteSingleCoil {
-                address: 5,
-                value: false
-            },
-            Request::WriteSingleRegister {
-                address: 0x20,
-                value: 3
-            },
-            Request::WriteSingleRegister {
-                address: 0x20,
-                value: 7
-            },
+            Request::WriteSingleCoil { address: 5, value: false },
+            Request::WriteSingleRegister { address: 0x20, value: 3 },
+            Request::WriteSingleRegister { address: 0x20, value: 7 },
         ]
     );
-    let err = write_control(&p, &master, "m1", 9, "valve", true)
-        .await
-        .unwrap_err();
+    let err = write_control(&p, &master, "m1", 9, "valve", true).await.unwrap_err();
     assert!(matches!(err, ControlError::UnknownControl { .. }));
-    assert_eq!(
-        err.to_string(),
-        "profile t has no control \"valve\" (controls: relay, mode)"
-    );
+    assert_eq!(err.to_string(), "profile t has no control \"valve\" (controls: relay, mode)");
 }

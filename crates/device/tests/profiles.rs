@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use ami_device::modbus::plan_modbus;
 use ami_device::{
-    check_paths, default_search_dirs, load_profile, parse_profile, resolve_profile, Control,
-    ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Profile,
-    ProfileLibrary, Protocol, ResolveError, ValueDef, ValueKind, ValueSource,
+    check_paths, default_search_dirs, load_profile, parse_profile, resolve_profile, Control, ControlSource,
+    LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Profile, ProfileLibrary, Protocol, ResolveError, ValueDef,
+    ValueKind, ValueSource,
 };
 use ami_protocols::modbus::plan::Table;
 use ami_protocols::modbus::value::{ByteOrder, Encoding, ValueType, WordOrder};
@@ -57,54 +57,24 @@ fn errors(text: &str) -> Vec<String> {
 
 /// 1-based column of the first occurrence of `needle` in line `line` of `text`.
 fn col(text: &str, line: usize, needle: &str) -> usize {
-    text.lines()
-        .nth(line - 1)
-        .and_then(|l| l.find(needle))
-        .expect("needle on line")
-        + 1
+    text.lines().nth(line - 1).and_then(|l| l.find(needle)).expect("needle on line") + 1
 }
 
 #[test]
 fn every_shipped_profile_is_valid() {
     let dir = devices_dir();
     let errors = check_paths(std::slice::from_ref(&dir));
-    assert!(
-        errors.is_empty(),
-        "{}",
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert!(errors.is_empty(), "{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     let (lib, errors) = ProfileLibrary::load_dir(&dir);
     assert!(errors.is_empty());
     let ids: Vec<&str> = lib.profiles().iter().map(|p| p.id.as_str()).collect();
-    for wanted in [
-        "abb-b23",
-        "carlo-gavazzi-em24",
-        "eastron-sdm120",
-        "eastron-sdm630",
-    ] {
+    for wanted in ["abb-b23", "carlo-gavazzi-em24", "eastron-sdm120", "eastron-sdm630"] {
         assert!(ids.contains(&wanted), "{wanted} missing from {ids:?}");
     }
     for p in lib.profiles() {
-        assert!(
-            p.document.as_deref().is_some_and(|d| !d.is_empty()),
-            "{} names no document",
-            p.id
-        );
-        assert!(
-            p.values.len() >= 10,
-            "{} has only {} values",
-            p.id,
-            p.values.len()
-        );
-        let stem = p
-            .path
-            .as_deref()
-            .and_then(Path::file_stem)
-            .and_then(|s| s.to_str());
+        assert!(p.document.as_deref().is_some_and(|d| !d.is_empty()), "{} names no document", p.id);
+        assert!(p.values.len() >= 10, "{} has only {} values", p.id, p.values.len());
+        let stem = p.path.as_deref().and_then(Path::file_stem).and_then(|s| s.to_str());
         assert_eq!(stem, Some(p.id.as_str()), "file name and id differ");
         for v in &p.values {
             if matches!(v.unit.as_str(), "Wh" | "varh") {
@@ -125,14 +95,8 @@ fn shipped_register_maps_match_the_manufacturer_documents() {
     };
     // Eastron: float32 input registers, kWh scaled to Wh.
     let e = modbus("eastron-sdm630", "energy_import_total");
-    assert_eq!(
-        (e.table, e.register, e.encoding.ty, e.encoding.scale),
-        (Table::Input, 0x0048, ValueType::F32, 1000.0)
-    );
-    assert_eq!(
-        modbus("eastron-sdm630", "energy_import_l2").register,
-        0x015C
-    );
+    assert_eq!((e.table, e.register, e.encoding.ty, e.encoding.scale), (Table::Input, 0x0048, ValueType::F32, 1000.0));
+    assert_eq!(modbus("eastron-sdm630", "energy_import_l2").register, 0x015C);
     assert_eq!(modbus("eastron-sdm120", "frequency").register, 0x0046);
     // Carlo Gavazzi EM24: INT32 least significant word first, kWh×10.
     let e = modbus("carlo-gavazzi-em24", "energy_import_total");
@@ -143,10 +107,7 @@ fn shipped_register_maps_match_the_manufacturer_documents() {
     assert_eq!(lib.find("carlo-gavazzi-em24").unwrap().modbus.max_block, 11);
     // ABB B23: u64 energy in 0.01 kWh.
     let e = modbus("abb-b23", "energy_import_total");
-    assert_eq!(
-        (e.table, e.register, e.encoding.ty, e.encoding.scale),
-        (Table::Holding, 0x5000, ValueType::U64, 10.0)
-    );
+    assert_eq!((e.table, e.register, e.encoding.ty, e.encoding.scale), (Table::Holding, 0x5000, ValueType::U64, 10.0));
 }
 
 #[test]
@@ -167,10 +128,7 @@ fn a_small_profile_round_trips_into_the_model() {
             address: Some(7),
             timeout_ms: Some(500),
         },
-        modbus: ModbusOptions {
-            max_block: 40,
-            max_gap: 2,
-        },
+        modbus: ModbusOptions { max_block: 40, max_gap: 2 },
         values: vec![
             ValueDef {
                 name: "voltage_l1".into(),
@@ -182,10 +140,7 @@ fn a_small_profile_round_trips_into_the_model() {
                     table: Table::Input,
                     register: 0,
                     // The profile-wide word order applies.
-                    encoding: Encoding {
-                        word_order: WordOrder::LowFirst,
-                        ..Encoding::new(ValueType::F32)
-                    },
+                    encoding: Encoding { word_order: WordOrder::LowFirst, ..Encoding::new(ValueType::F32) },
                 }),
                 line: 5,
             },
@@ -231,11 +186,7 @@ fn a_small_profile_round_trips_into_the_model() {
             Control {
                 name: "tariff".into(),
                 description: None,
-                source: ControlSource::Modbus(ModbusControl::Register {
-                    register: 0x1000,
-                    on: 2,
-                    off: 1,
-                }),
+                source: ControlSource::Modbus(ModbusControl::Register { register: 0x1000, on: 2, off: 1 }),
             },
         ],
     };
@@ -247,14 +198,8 @@ fn id_defaults_to_the_file_stem_and_kind_to_the_unit() {
     let text = GOOD.replace(r#"id="test-meter" "#, "");
     let p = parse_profile(&text, "devices/my-meter.xml").unwrap();
     assert_eq!(p.id, "my-meter");
-    assert_eq!(
-        p.value("energy_import_total").unwrap().kind,
-        ValueKind::Counter
-    );
-    assert_eq!(
-        p.value("voltage_l1").unwrap().kind,
-        ValueKind::Instantaneous
-    );
+    assert_eq!(p.value("energy_import_total").unwrap().kind, ValueKind::Counter);
+    assert_eq!(p.value("voltage_l1").unwrap().kind, ValueKind::Instantaneous);
 }
 
 #[test]
@@ -264,59 +209,40 @@ fn bad_xml_names_file_line_and_column() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].starts_with("devices/t.xml:7:3: bad XML"), "{e:?}");
 
-    let e = errors(&edit(
-        6,
-        r#"    <modbus table="input register="0x0000" type="f32"/>"#,
-    ));
+    let e = errors(&edit(6, r#"    <modbus table="input register="0x0000" type="f32"/>"#));
     assert!(e[0].starts_with("devices/t.xml:6:"), "{e:?}");
     assert!(e[0].contains("bad XML"), "{e:?}");
 }
 
 #[test]
 fn unknown_type_is_reported_at_the_type() {
-    let text = edit(
-        6,
-        r#"    <modbus table="input" register="0x0000" type="f33"/>"#,
-    );
+    let text = edit(6, r#"    <modbus table="input" register="0x0000" type="f33"/>"#);
     let c = col(&text, 6, "f33");
     assert_eq!(
         errors(&text),
-        [format!(
-            "devices/t.xml:6:{c}: unknown type \"f33\" (expected one of u16, i16, u32, i32, u64, i64, f32, f64)"
-        )]
+        [format!("devices/t.xml:6:{c}: unknown type \"f33\" (expected one of u16, i16, u32, i32, u64, i64, f32, f64)")]
     );
 }
 
 #[test]
 fn missing_register_is_reported_at_the_element() {
     let text = edit(6, r#"    <modbus table="input" type="f32"/>"#);
-    assert_eq!(
-        errors(&text),
-        ["devices/t.xml:6:5: missing attribute \"register\" on <modbus>"]
-    );
+    assert_eq!(errors(&text), ["devices/t.xml:6:5: missing attribute \"register\" on <modbus>"]);
 }
 
 #[test]
 fn duplicate_name_is_reported_at_the_second_one() {
-    let text = edit(
-        8,
-        r#"  <value name="voltage_l1" obis="1-0:1.8.0" unit="Wh" description="kWh register">"#,
-    );
+    let text = edit(8, r#"  <value name="voltage_l1" obis="1-0:1.8.0" unit="Wh" description="kWh register">"#);
     let c = col(&text, 8, "voltage_l1");
     assert_eq!(
         errors(&text),
-        [format!(
-            "devices/t.xml:8:{c}: duplicate value name \"voltage_l1\" (first defined at line 5)"
-        )]
+        [format!("devices/t.xml:8:{c}: duplicate value name \"voltage_l1\" (first defined at line 5)")]
     );
 }
 
 #[test]
 fn duplicate_obis_is_an_error() {
-    let text = edit(
-        8,
-        r#"  <value name="energy_import_total" obis="1-0:32.7.0*255" unit="Wh">"#,
-    );
+    let text = edit(8, r#"  <value name="energy_import_total" obis="1-0:32.7.0*255" unit="Wh">"#);
     let c = col(&text, 8, "1-0:32.7.0*255");
     assert_eq!(
         errors(&text),
@@ -328,10 +254,7 @@ fn duplicate_obis_is_an_error() {
 
 #[test]
 fn unknown_attribute_lists_the_expected_ones() {
-    let text = edit(
-        6,
-        r#"    <modbus table="input" registr="0x0000" type="f32"/>"#,
-    );
+    let text = edit(6, r#"    <modbus table="input" registr="0x0000" type="f32"/>"#);
     let c = col(&text, 6, "registr");
     assert_eq!(
         errors(&text),
@@ -347,10 +270,7 @@ fn unknown_attribute_lists_the_expected_ones() {
 
 #[test]
 fn unknown_element_is_an_error_and_the_value_has_no_source() {
-    let text = edit(
-        6,
-        r#"    <modbuss table="input" register="0x0000" type="f32"/>"#,
-    );
+    let text = edit(6, r#"    <modbuss table="input" register="0x0000" type="f32"/>"#);
     assert_eq!(
         errors(&text),
         [
@@ -371,27 +291,19 @@ fn bad_obis_is_reported_at_the_code() {
     let c = col(&text, 5, "1-0:32.7");
     let e = errors(&text);
     assert_eq!(e.len(), 1);
-    assert!(
-        e[0].starts_with(&format!("devices/t.xml:5:{c}: bad OBIS code \"1-0:32.7\"")),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with(&format!("devices/t.xml:5:{c}: bad OBIS code \"1-0:32.7\"")), "{e:?}");
 }
 
 #[test]
 fn every_error_of_a_file_is_reported_in_order() {
-    let mut text = edit(
-        6,
-        r#"    <modbus table="inputs" register="0x10000" type="f32" scale="0"/>"#,
-    );
+    let mut text = edit(6, r#"    <modbus table="inputs" register="0x10000" type="f32" scale="0"/>"#);
     text = text.replace(r#"unit="Wh" description"#, r#"unit="kWh" description"#);
     text = text.replace(r#"baud="9600""#, r#"baud="fast""#);
     let e = errors(&text);
     let lines: Vec<&str> = e.iter().map(|m| m.split(": ").next().unwrap()).collect();
     assert_eq!(e.len(), 5, "{e:#?}");
     assert!(e[0].contains("bad baud rate"), "{e:#?}");
-    assert!(
-        e[1].contains("unknown table \"inputs\" (expected one of coil, discrete, holding, input)")
-    );
+    assert!(e[1].contains("unknown table \"inputs\" (expected one of coil, discrete, holding, input)"));
     assert!(e[2].contains("bad register"));
     assert!(e[3].contains("scale must not be 0"));
     assert!(e[4].contains("unknown unit \"kWh\""));
@@ -408,57 +320,28 @@ fn every_error_of_a_file_is_reported_in_order() {
 #[test]
 fn structural_mistakes_are_errors() {
     // A value without any source.
-    let text = GOOD.replace(
-        "    <modbus table=\"input\" register=\"0x0000\" type=\"f32\"/>\n",
-        "",
-    );
-    assert_eq!(
-        errors(&text),
-        ["devices/t.xml:5:3: <value name=\"voltage_l1\"> has no source: add a <modbus> element"]
-    );
+    let text = GOOD.replace("    <modbus table=\"input\" register=\"0x0000\" type=\"f32\"/>\n", "");
+    assert_eq!(errors(&text), ["devices/t.xml:5:3: <value name=\"voltage_l1\"> has no source: add a <modbus> element"]);
     // A source of another protocol.
-    let text = edit(
-        6,
-        r#"    <dlms class="3" obis="1-0:32.7.0" attribute="2"/>"#,
-    );
-    assert_eq!(
-        errors(&text),
-        ["devices/t.xml:6:5: <dlms> source does not match the profile's protocol \"modbus\""]
-    );
+    let text = edit(6, r#"    <dlms class="3" obis="1-0:32.7.0" attribute="2"/>"#);
+    assert_eq!(errors(&text), ["devices/t.xml:6:5: <dlms> source does not match the profile's protocol \"modbus\""]);
     // No values at all.
     let text = "<profile protocol=\"modbus\" manufacturer=\"A\" model=\"B\">\n</profile>\n";
-    assert_eq!(
-        errors(text),
-        ["devices/t.xml:1:1: empty profile: <profile> defines no <value>"]
-    );
+    assert_eq!(errors(text), ["devices/t.xml:1:1: empty profile: <profile> defines no <value>"]);
     // An empty file and a file with another root element.
-    assert_eq!(
-        errors(""),
-        ["devices/t.xml:1:1: empty profile: no <profile> element"]
-    );
-    assert_eq!(
-        errors("<meter/>"),
-        ["devices/t.xml:1:1: root element is <meter>, expected <profile>"]
-    );
+    assert_eq!(errors(""), ["devices/t.xml:1:1: empty profile: no <profile> element"]);
+    assert_eq!(errors("<meter/>"), ["devices/t.xml:1:1: root element is <meter>, expected <profile>"]);
     // Unsupported protocol.
     let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mbus""#);
     assert!(errors(&text)[0].contains("protocol \"mbus\" is not supported yet (supported: modbus)"));
     // Bits take no decoding attributes; registers must not run past 0xFFFF.
-    let text = edit(
-        12,
-        r#"    <modbus table="coil" register="0x0010" type="u16"/>"#,
-    );
+    let text = edit(12, r#"    <modbus table="coil" register="0x0010" type="u16"/>"#);
     assert!(errors(&text)[0].contains("attribute \"type\" does not apply to table \"coil\""));
-    let text = edit(
-        6,
-        r#"    <modbus table="input" register="0xFFFF" type="f32"/>"#,
-    );
+    let text = edit(6, r#"    <modbus table="input" register="0xFFFF" type="f32"/>"#);
     assert!(errors(&text)[0].contains("runs past the last register"));
     // Text where only elements belong.
     let text = edit(6, "    voltage is here");
-    assert!(errors(&text)
-        .iter()
-        .any(|e| e.starts_with("devices/t.xml:6:5: unexpected text inside <value>")));
+    assert!(errors(&text).iter().any(|e| e.starts_with("devices/t.xml:6:5: unexpected text inside <value>")));
 }
 
 #[test]
@@ -468,9 +351,7 @@ fn unreadable_and_non_utf8_files_are_errors_not_panics() {
     let e = load_profile(&missing).unwrap_err();
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].line, 0);
-    assert!(e[0]
-        .to_string()
-        .starts_with(&format!("{}: cannot read profile", missing.display())));
+    assert!(e[0].to_string().starts_with(&format!("{}: cannot read profile", missing.display())));
 
     let bad = dir.path().join("bad.xml");
     std::fs::write(&bad, b"<profile>\n  <value name=\"\xff\"/>").unwrap();
@@ -488,26 +369,16 @@ fn truncated_profiles_never_panic_and_always_fail() {
             continue;
         }
         let e = parse_profile(text, "t.xml").expect_err(text);
-        assert!(
-            !e.is_empty() && e.iter().all(|e| e.line >= 1 && e.col >= 1),
-            "{cut}: {e:?}"
-        );
+        assert!(!e.is_empty() && e.iter().all(|e| e.line >= 1 && e.col >= 1), "{cut}: {e:?}");
     }
     for entry in std::fs::read_dir(devices_dir()).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for cut in (0..text.len())
-            .step_by(7)
-            .filter(|&i| text.is_char_boundary(i))
-        {
+        for cut in (0..text.len()).step_by(7).filter(|&i| text.is_char_boundary(i)) {
             if text[..cut].trim_end().ends_with("</profile>") {
                 continue;
             }
-            assert!(
-                parse_profile(&text[..cut], "t.xml").is_err(),
-                "{}: {cut}",
-                path.display()
-            );
+            assert!(parse_profile(&text[..cut], "t.xml").is_err(), "{}: {cut}", path.display());
         }
     }
 }
@@ -558,10 +429,7 @@ fn profiles_resolve_by_id_by_stem_and_by_path() {
     let dirs = vec![dir.path().to_path_buf()];
 
     // By the id attribute (the file is called acme.xml), skipping the broken file.
-    assert_eq!(
-        resolve_profile("test-meter", &dirs).unwrap().id,
-        "test-meter"
-    );
+    assert_eq!(resolve_profile("test-meter", &dirs).unwrap().id, "test-meter");
     // By file stem.
     assert_eq!(resolve_profile("acme", &dirs).unwrap().id, "test-meter");
     // By path.
@@ -579,18 +447,10 @@ fn profiles_resolve_by_id_by_stem_and_by_path() {
         Err(ResolveError::Invalid(e)) => assert!(e[0].to_string().contains("broken.xml:1:")),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        resolve_profile("no/such.xml", &dirs),
-        Err(ResolveError::NotFound { .. })
-    ));
+    assert!(matches!(resolve_profile("no/such.xml", &dirs), Err(ResolveError::NotFound { .. })));
 
     // The shipped profiles are found through the default search path from any working directory.
-    assert_eq!(
-        resolve_profile("eastron-sdm630", &default_search_dirs())
-            .unwrap()
-            .id,
-        "eastron-sdm630"
-    );
+    assert_eq!(resolve_profile("eastron-sdm630", &default_search_dirs()).unwrap().id, "eastron-sdm630");
 }
 
 #[test]
@@ -598,36 +458,22 @@ fn a_library_reports_broken_files_and_keeps_the_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.xml"), GOOD).unwrap();
     std::fs::write(dir.path().join("b.xml"), GOOD).unwrap();
-    std::fs::write(
-        dir.path().join("c.xml"),
-        edit(6, r#"    <modbus table="input" type="f32"/>"#),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("c.xml"), edit(6, r#"    <modbus table="input" type="f32"/>"#)).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a profile").unwrap();
     let (lib, errors) = ProfileLibrary::load_dir(dir.path());
     assert_eq!(lib.len(), 1);
     assert!(lib.find("test-meter").is_some());
-    assert!(lib
-        .find(dir.path().join("a.xml").to_str().unwrap())
-        .is_some());
+    assert!(lib.find(dir.path().join("a.xml").to_str().unwrap()).is_some());
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(shown.len(), 2, "{shown:?}");
-    assert!(
-        shown[0].contains("b.xml: duplicate profile id \"test-meter\""),
-        "{shown:?}"
-    );
-    assert!(
-        shown[1].contains("c.xml:6:5: missing attribute \"register\""),
-        "{shown:?}"
-    );
+    assert!(shown[0].contains("b.xml: duplicate profile id \"test-meter\""), "{shown:?}");
+    assert!(shown[1].contains("c.xml:6:5: missing attribute \"register\""), "{shown:?}");
 
     // `profiles check` on the same files: one duplicate id and one missing register.
     let checked = check_paths(&[dir.path().to_path_buf()]);
     assert_eq!(checked.len(), 2);
     let empty = tempfile::tempdir().unwrap();
-    assert!(check_paths(&[empty.path().to_path_buf()])[0]
-        .message
-        .contains("no *.xml"));
+    assert!(check_paths(&[empty.path().to_path_buf()])[0].message.contains("no *.xml"));
 }
 
 #[test]
