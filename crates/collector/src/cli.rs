@@ -1,0 +1,381 @@
+//! The `amid` command line. Exit codes: 0 ok, 1 runtime failure (a meter did not answer), 2 bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ami_device::{Profile, Reading, Value};
+use ami_link::{Bus, BusConfig};
+use ami_media::MediaUrl;
+use ami_protocols::modbus::{Framing, Master};
+use anyhow::{anyhow, Context};
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{default_framing, parse_duration, Config};
+use crate::BadInput;
+
+/// ami: the open meter concentrator.
+///
+/// Reads electricity, heat and water meters over RS-485, M-Bus, optical probes and TCP, stores every
+/// reading in a local SQLite store, and ships them to a central store.
+#[derive(Parser, Debug)]
+#[command(name = "amid", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing filter such as `ami_link=debug`).
+    /// Also settable with AMI_LOG.
+    #[arg(long, global = true, env = "AMI_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: poll every configured meter at its interval and store the readings.
+    Run {
+        /// The site config (amid.toml). `amid config example` prints a commented one.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Read every value of a profile from one meter, once, and print it.
+    Read(ReadArgs),
+    /// Serve a simulated meter built from a profile (for tests, demos and commissioning).
+    Simulate(SimulateArgs),
+    /// Check or list device profiles.
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+    /// Site config helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Try ami on this machine: simulated meters on loopback, the daemon polling them every few seconds into
+    /// a SQLite store, and a live view of the readings. Stops on Ctrl-C or after --duration.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfilesCommand {
+    /// Validate profiles (files or directories; default: the profile search path). Exit 2 on any error.
+    Check {
+        /// Profile files or directories.
+        paths: Vec<PathBuf>,
+    },
+    /// List the profiles found on the search path.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print a commented reference amid.toml.
+    Example,
+    /// Validate a config file and the profiles it names. Exit 2 on any error.
+    Check {
+        /// The config file.
+        config: PathBuf,
+    },
+}
+
+/// Output format of `amid read`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// An aligned table for people.
+    Table,
+    /// One JSON object per line with the Reading fields.
+    Json,
+}
+
+/// `amid read` arguments.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Profile id (e.g. eastron-sdm630) or path to a profile XML file.
+    #[arg(long)]
+    pub profile: String,
+    /// Where the meter is: tcp://host:port[?framing=rtu] or serial:///dev/ttyUSB0?baud=9600&parity=none.
+    #[arg(long)]
+    pub media: String,
+    /// Unit / slave address (default: the profile's default address, else 1).
+    #[arg(long)]
+    pub address: Option<u8>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Meter id put in the readings.
+    #[arg(long, default_value = "meter")]
+    pub meter_id: String,
+    /// Modbus framing; default rtu on serial and tcp://…?framing=rtu, tcp otherwise.
+    #[arg(long, value_parser = ["rtu", "tcp"])]
+    pub framing: Option<String>,
+    /// Per-attempt reply timeout (e.g. 500ms); default: the profile's, else 1s.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Retries after the first attempt.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+}
+
+/// `amid simulate` arguments.
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Profile id or path; the simulator serves every value it defines.
+    #[arg(long)]
+    pub profile: String,
+    /// Where to serve: tcp://127.0.0.1:5020 (Modbus TCP), tcp://127.0.0.1:5020?framing=rtu (RTU over TCP),
+    /// or serial:///dev/ttyS1 (RTU on a serial device or pty).
+    #[arg(long)]
+    pub listen: String,
+    /// Unit addresses to answer (repeat for several meters on one line; default: the profile's, else 1).
+    #[arg(long = "address")]
+    pub addresses: Vec<u8>,
+    /// Delay before every reply, e.g. 200ms (to test timeouts).
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+    /// Probability (0..1) of silently dropping a reply.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Probability (0..1) of corrupting a reply's checksum.
+    #[arg(long, default_value_t = 0.0)]
+    pub corrupt_rate: f64,
+    /// Random seed for values and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Pin a value: NAME=NUMBER (repeatable), e.g. --set voltage_l1=230.
+    #[arg(long = "set", value_name = "NAME=NUMBER")]
+    pub set: Vec<String>,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own live view; routine info logs would drown it.
+    let quiet_demo = matches!(cli.command, Command::Demo(_)) && std::env::var_os("AMI_LOG").is_none() && cli.log == "info";
+    init_logging(if quiet_demo { "warn" } else { &cli.log });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("amid: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(bad) = e.downcast_ref::<BadInput>() {
+                eprintln!("{bad}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("amid: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run { config } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow!(BadInput(e.to_string())))?;
+            crate::run::run(cfg, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Read(args) => read(args).await,
+        Command::Simulate(args) => crate::demo::simulate(args, shutdown_signal()).await,
+        Command::Profiles { command: ProfilesCommand::Check { paths } } => profiles_check(&paths),
+        Command::Profiles { command: ProfilesCommand::List } => profiles_list(),
+        Command::Config { command: ConfigCommand::Example } => {
+            print!("{}", crate::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow!(BadInput(e.to_string())))?;
+            let meters = crate::run::plan_meters(&cfg).map_err(|e| anyhow!(BadInput(e.join("\n"))))?;
+            println!("{}: ok ({} buses, {} meters)", config.display(), cfg.buses.len(), meters.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => crate::demo::demo(args, shutdown_signal()).await,
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT (Ctrl-C) arrives.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Finds a profile by id or path on the default search path; a failure is bad input.
+pub fn load_profile(id_or_path: &str) -> anyhow::Result<Profile> {
+    ami_device::resolve_profile(id_or_path, &ami_device::default_search_dirs()).map_err(|e| anyhow!(BadInput(e.to_string())))
+}
+
+fn parse_media(url: &str) -> anyhow::Result<MediaUrl> {
+    url.parse::<MediaUrl>().map_err(|e| anyhow!(BadInput(e.to_string())))
+}
+
+async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    let profile = load_profile(&args.profile)?;
+    let media = parse_media(&args.media)?;
+    let framing = match args.framing.as_deref() {
+        Some("rtu") => Framing::Rtu,
+        Some(_) => Framing::Tcp,
+        None => default_framing(&media),
+    };
+    let unit = args.address.or(profile.line.address).unwrap_or(1);
+    let timeout = args
+        .timeout
+        .or(profile.line.timeout_ms.map(Duration::from_millis))
+        .unwrap_or(Duration::from_secs(1));
+    let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
+    let bus = Bus::spawn(transport, BusConfig { id: "read".into(), timeout, retries: args.retries, ..BusConfig::default() });
+    let master = Master::new(bus, framing);
+    let outcome = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)
+        .await
+        .map_err(|e| anyhow!("meter {} at {media} address {unit}: {e}", args.meter_id))?;
+    match args.format {
+        Format::Json => {
+            for r in &outcome.readings {
+                println!("{}", r.to_json_line());
+            }
+        }
+        Format::Table => print_table(&outcome.readings),
+    }
+    for e in &outcome.errors {
+        eprintln!("warning: {e}");
+    }
+    if outcome.readings.is_empty() {
+        return Err(anyhow!("meter {} answered but no value could be read", args.meter_id));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints readings as an aligned table.
+pub fn print_table(readings: &[Reading]) {
+    let rows: Vec<[String; 4]> = readings
+        .iter()
+        .map(|r| {
+            let v = match &r.value {
+                Value::Number(n) => format_number(*n),
+                Value::Text(t) => t.clone(),
+            };
+            [r.name.clone(), r.obis.to_string(), v, r.unit.clone()]
+        })
+        .collect();
+    let head = ["NAME", "OBIS", "VALUE", "UNIT"];
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    println!("{:<a$}  {:<b$}  {:>c$}  {}", head[0], head[1], head[2], head[3], a = w[0], b = w[1], c = w[2]);
+    for [n, o, v, u] in rows {
+        println!("{n:<a$}  {o:<b$}  {v:>c$}  {u}", a = w[0], b = w[1], c = w[2]);
+    }
+}
+
+fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.0}")
+    } else {
+        let s = format!("{n:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn profiles_check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let paths: Vec<PathBuf> = if paths.is_empty() {
+        ami_device::default_search_dirs().into_iter().filter(|d| d.is_dir()).take(1).collect()
+    } else {
+        paths.to_vec()
+    };
+    if paths.is_empty() {
+        return Err(anyhow!(BadInput("no profile directory found; name files or directories to check".into())));
+    }
+    for p in &paths {
+        if !p.exists() {
+            return Err(anyhow!(BadInput(format!("{}: no such file or directory", p.display()))));
+        }
+    }
+    let errors = ami_device::check_paths(&paths);
+    if errors.is_empty() {
+        let n = count_xml(&paths);
+        println!("{n} profile(s) ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        eprintln!("{} error(s)", errors.len());
+        Ok(ExitCode::from(2))
+    }
+}
+
+fn count_xml(paths: &[PathBuf]) -> usize {
+    paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                std::fs::read_dir(p)
+                    .map(|rd| rd.filter_map(Result::ok).filter(|e| is_xml(&e.path())).count())
+                    .unwrap_or(0)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+fn is_xml(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "xml")
+}
+
+fn profiles_list() -> anyhow::Result<ExitCode> {
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in ami_device::default_search_dirs() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| is_xml(p)).collect();
+        files.sort();
+        for f in files {
+            match ami_device::load_profile(&f) {
+                Ok(p) => {
+                    seen.entry(p.id.clone()).or_insert((p, f));
+                }
+                Err(errs) => {
+                    for e in errs {
+                        eprintln!("warning: {e}");
+                    }
+                }
+            }
+        }
+    }
+    for (id, (p, f)) in &seen {
+        println!("{id:<24} {:<10} {} {} ({} values) {}", format!("{:?}", p.protocol).to_lowercase(), p.manufacturer, p.model, p.values.len(), f.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

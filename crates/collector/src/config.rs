@@ -1,0 +1,481 @@
+//! Site configuration (`amid.toml`): parsed into types, with errors that name the file, line and key.
+//!
+//! ```toml
+//! [site]
+//! id = "substation-4"          # required; names this concentrator at the central store
+//! data_dir = "/var/lib/ami"    # default: ./data (relative to the config file)
+//!
+//! [[bus]]
+//! id = "rs485-a"               # required, unique
+//! media = "serial:///dev/ttyUSB0?baud=9600&parity=none"
+//! framing = "rtu"              # rtu | tcp; default rtu for serial and for tcp://…?framing=rtu, else tcp
+//! timeout = "300ms"            # per-attempt reply timeout, default 1s
+//! retries = 2                  # retries after the first attempt, default 2
+//! guard_time = "10ms"          # silence between exchanges, default 10ms
+//!
+//! [[meter]]
+//! id = "incomer"               # required, unique
+//! bus = "rs485-a"              # required, a bus id above
+//! profile = "eastron-sdm630"   # a profile id (devices/) or a path to an XML file
+//! address = 1                  # Modbus unit id 1..=247; default: the profile's, else 1
+//! interval = "15m"             # poll interval aligned to the wall clock, default 15m
+//! timeout = "500ms"            # optional per-meter override of the bus timeout
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ami_media::MediaUrl;
+use ami_protocols::modbus::Framing;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config error: `file:line: key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Config file path as given.
+    pub file: String,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// The key the error is about, e.g. `meter[2].interval`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (0, true) => write!(f, "{}: {}", self.file, self.message),
+            (0, false) => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+            (l, true) => write!(f, "{}:{l}: {}", self.file, self.message),
+            (l, false) => write!(f, "{}:{l}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A list of config errors, displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The whole site configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path the config was read from.
+    pub path: PathBuf,
+    /// `[site]`.
+    pub site: Site,
+    /// `[[bus]]` in file order.
+    pub buses: Vec<BusCfg>,
+    /// `[[meter]]` in file order.
+    pub meters: Vec<MeterCfg>,
+}
+
+/// `[site]`.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Site id.
+    pub id: String,
+    /// Data directory (SQLite store). Default `data` next to the config file.
+    pub data_dir: PathBuf,
+    /// Extra profile directories searched before the defaults.
+    pub profile_dirs: Vec<PathBuf>,
+}
+
+/// `[[bus]]`.
+#[derive(Debug, Clone)]
+pub struct BusCfg {
+    /// Bus id.
+    pub id: String,
+    /// Media URL.
+    pub media: MediaUrl,
+    /// Modbus framing on this bus.
+    pub framing: Framing,
+    /// Per-attempt timeout. Default 1 s.
+    pub timeout: Duration,
+    /// Retries after the first attempt. Default 2.
+    pub retries: u32,
+    /// Silence between exchanges. Default 10 ms.
+    pub guard_time: Duration,
+}
+
+/// `[[meter]]`.
+#[derive(Debug, Clone)]
+pub struct MeterCfg {
+    /// Meter id.
+    pub id: String,
+    /// Bus id.
+    pub bus: String,
+    /// Profile id or path.
+    pub profile: String,
+    /// Unit address, if given.
+    pub address: Option<u8>,
+    /// Poll interval. Default 15 min.
+    pub interval: Duration,
+    /// Timeout override.
+    pub timeout: Option<Duration>,
+    /// Line of the `[[meter]]` entry (for later errors, e.g. an unknown profile).
+    pub line: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    site: Spanned<RawSite>,
+    #[serde(default)]
+    bus: Vec<Spanned<RawBus>>,
+    #[serde(default)]
+    meter: Vec<Spanned<RawMeter>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    id: Spanned<String>,
+    data_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    profile_dirs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    id: Spanned<String>,
+    media: Spanned<String>,
+    framing: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    guard_time: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeter {
+    id: Spanned<String>,
+    bus: Spanned<String>,
+    profile: Spanned<String>,
+    address: Option<Spanned<i64>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// Parses a duration like `300ms`, `5s`, `15m`, `1h`, `1d` (one number and one unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (expected e.g. 300ms, 5s, 15m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        "" => return Err(format!("{s:?} has no unit (expected ms, s, m, h or d)")),
+        u => return Err(format!("unknown unit {u:?} in {s:?} (expected ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 366.0 * 86400.0 {
+        return Err(format!("{s:?} is out of range (must be > 0 and at most a year)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len())).map_or(0, |t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+}
+
+/// The default framing for a media URL: RTU on serial lines and for `tcp://…?framing=rtu`, else TCP.
+pub fn default_framing(media: &MediaUrl) -> Framing {
+    match media {
+        MediaUrl::Serial { .. } => Framing::Rtu,
+        MediaUrl::Tcp { framing: Some(f), .. } if f == "rtu" => Framing::Rtu,
+        MediaUrl::Tcp { .. } => Framing::Tcp,
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError { file: file.clone(), line: 0, key: String::new(), message: e.to_string() }])
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            let message = e.message().to_string();
+            ConfigErrors(vec![ConfigError { file: file.clone(), line, key: String::new(), message }])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, key: String, message: String| {
+            errors.push(ConfigError { file: file.clone(), line: line_of(text, span.start), key, message });
+        };
+
+        let site_raw = raw.site.into_inner();
+        let site_id = site_raw.id.get_ref().trim().to_string();
+        if site_id.is_empty() {
+            err(site_raw.id.span(), "site.id".into(), "must not be empty".into());
+        }
+        let data_dir = match &site_raw.data_dir {
+            Some(d) => base.join(d.get_ref()),
+            None => base.join("data"),
+        };
+        let site = Site {
+            id: site_id,
+            data_dir,
+            profile_dirs: site_raw.profile_dirs.iter().map(|d| base.join(d)).collect(),
+        };
+
+        let mut buses = Vec::new();
+        let mut bus_ids = HashSet::new();
+        for (i, b) in raw.bus.into_iter().enumerate() {
+            let b = b.into_inner();
+            let key = |k: &str| format!("bus[{i}].{k}");
+            let id = b.id.get_ref().clone();
+            if !valid_id(&id) {
+                err(b.id.span(), key("id"), format!("{id:?} is not a valid id (letters, digits, - _ .)"));
+            } else if !bus_ids.insert(id.clone()) {
+                err(b.id.span(), key("id"), format!("duplicate bus id {id:?}"));
+            }
+            let media = match b.media.get_ref().parse::<MediaUrl>() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    err(b.media.span(), key("media"), e.reason);
+                    None
+                }
+            };
+            let framing = match &b.framing {
+                None => media.as_ref().map(default_framing),
+                Some(f) => match f.get_ref().as_str() {
+                    "rtu" => Some(Framing::Rtu),
+                    "tcp" => Some(Framing::Tcp),
+                    other => {
+                        err(f.span(), key("framing"), format!("{other:?} (expected rtu or tcp)"));
+                        None
+                    }
+                },
+            };
+            let mut dur = |v: &Option<Spanned<String>>, k: &str, default: Duration| match v {
+                None => default,
+                Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|m| {
+                    err(s.span(), key(k), m);
+                    default
+                }),
+            };
+            let timeout = dur(&b.timeout, "timeout", Duration::from_secs(1));
+            let guard_time = dur(&b.guard_time, "guard_time", Duration::from_millis(10));
+            let retries = match &b.retries {
+                None => 2,
+                Some(r) => match u32::try_from(*r.get_ref()) {
+                    Ok(n) if n <= 10 => n,
+                    _ => {
+                        err(r.span(), key("retries"), format!("{} (expected 0..=10)", r.get_ref()));
+                        2
+                    }
+                },
+            };
+            if let (Some(media), Some(framing)) = (media, framing) {
+                buses.push(BusCfg { id, media, framing, timeout, retries, guard_time });
+            }
+        }
+
+        let mut meters = Vec::new();
+        let mut meter_ids = HashSet::new();
+        for (i, m) in raw.meter.into_iter().enumerate() {
+            let line = line_of(text, m.span().start);
+            let m = m.into_inner();
+            let key = |k: &str| format!("meter[{i}].{k}");
+            let id = m.id.get_ref().clone();
+            if !valid_id(&id) {
+                err(m.id.span(), key("id"), format!("{id:?} is not a valid id (letters, digits, - _ .)"));
+            } else if !meter_ids.insert(id.clone()) {
+                err(m.id.span(), key("id"), format!("duplicate meter id {id:?}"));
+            }
+            if !bus_ids.contains(m.bus.get_ref()) {
+                let known: Vec<_> = buses.iter().map(|b| b.id.as_str()).collect();
+                err(m.bus.span(), key("bus"), format!("unknown bus {:?} (buses: {})", m.bus.get_ref(), known.join(", ")));
+            }
+            let address = match &m.address {
+                None => None,
+                Some(a) => match u8::try_from(*a.get_ref()) {
+                    Ok(n) if (1..=247).contains(&n) => Some(n),
+                    _ => {
+                        err(a.span(), key("address"), format!("{} (expected 1..=247)", a.get_ref()));
+                        None
+                    }
+                },
+            };
+            let interval = match &m.interval {
+                None => Duration::from_secs(900),
+                Some(s) => match parse_duration(s.get_ref()) {
+                    Ok(d) if d >= Duration::from_secs(1) && d.subsec_nanos() == 0 => d,
+                    Ok(_) => {
+                        err(s.span(), key("interval"), "must be whole seconds, at least 1s".into());
+                        Duration::from_secs(900)
+                    }
+                    Err(msg) => {
+                        err(s.span(), key("interval"), msg);
+                        Duration::from_secs(900)
+                    }
+                },
+            };
+            let timeout = m.timeout.as_ref().and_then(|s| match parse_duration(s.get_ref()) {
+                Ok(d) => Some(d),
+                Err(msg) => {
+                    err(s.span(), key("timeout"), msg);
+                    None
+                }
+            });
+            if m.profile.get_ref().trim().is_empty() {
+                err(m.profile.span(), key("profile"), "must not be empty".into());
+            }
+            meters.push(MeterCfg {
+                id,
+                bus: m.bus.get_ref().clone(),
+                profile: m.profile.get_ref().clone(),
+                address,
+                interval,
+                timeout,
+                line,
+            });
+        }
+
+        if errors.is_empty() {
+            Ok(Config { path: path.to_path_buf(), site, buses, meters })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The commented reference config printed by `amid config example`.
+pub const EXAMPLE: &str = r#"# amid.toml: the site configuration of an ami concentrator.
+
+[site]
+# Names this concentrator at the central store (required).
+id = "substation-4"
+# Where the SQLite store lives. Default: "data" next to this file.
+data_dir = "/var/lib/ami"
+# Extra directories searched for device profiles before the defaults (./devices, /usr/share/ami/devices).
+# profile_dirs = ["/etc/ami/devices"]
+
+# One [[bus]] per physical line or TCP connection. Meters on one bus are polled one at a time;
+# buses are polled in parallel.
+[[bus]]
+id = "rs485-a"
+media = "serial:///dev/ttyUSB0?baud=9600&parity=none&data=8&stop=1"
+# framing = "rtu"      # rtu (default on serial) | tcp (default on tcp://, unless ?framing=rtu)
+timeout = "300ms"      # per-attempt reply timeout (default 1s)
+retries = 2            # retries after the first attempt (default 2)
+# guard_time = "10ms"  # silence between two exchanges (default 10ms)
+
+[[bus]]
+id = "gateway"
+media = "tcp://192.0.2.10:502"
+
+[[meter]]
+id = "incomer"
+bus = "rs485-a"
+profile = "eastron-sdm630"   # a profile id from the profile directories, or a path to an XML file
+address = 1                  # Modbus unit id (default: the profile's, else 1)
+interval = "15m"             # aligned to the wall clock: read at :00, :15, :30, :45 (default 15m)
+
+[[meter]]
+id = "pv"
+bus = "gateway"
+profile = "eastron-sdm120"
+address = 2
+interval = "1m"
+# timeout = "800ms"          # per-meter override of the bus timeout
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(text, Path::new("/etc/ami/amid.toml"))
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.site.id, "substation-4");
+        assert_eq!(c.buses.len(), 2);
+        assert_eq!(c.buses[0].framing, Framing::Rtu);
+        assert_eq!(c.buses[1].framing, Framing::Tcp);
+        assert_eq!(c.buses[0].timeout, Duration::from_millis(300));
+        assert_eq!(c.meters[0].interval, Duration::from_secs(900));
+        assert_eq!(c.meters[1].address, Some(2));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = "[site]\nid = \"s\"\n\n[[bus]]\nid = \"b\"\nmedia = \"tcp://h:1\"\n\n[[meter]]\nid = \"m\"\nbus = \"b\"\nprofile = \"x\"\ninterval = \"15 parsecs\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, 12);
+        assert_eq!(e.0[0].key, "meter[0].interval");
+        assert!(e.to_string().starts_with("/etc/ami/amid.toml:12: meter[0].interval: unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_buses_are_errors() {
+        let text = "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"tcp://h:1\"\nspeed = 9600\n";
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(":6:") && e.contains("unknown field `speed`"), "{e}");
+
+        let text = "[site]\nid = \"s\"\n[[meter]]\nid = \"m\"\nbus = \"nope\"\nprofile = \"x\"\naddress = 300\n";
+        let e = parse(text).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(":5: meter[0].bus: unknown bus \"nope\""), "{msg}");
+        assert!(msg.contains(":7: meter[0].address: 300 (expected 1..=247)"), "{msg}");
+    }
+
+    #[test]
+    fn bad_media_and_duplicates_are_reported() {
+        let text = "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"udp://x:1\"\n[[bus]]\nid = \"b\"\nmedia = \"tcp://x:1\"\n";
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(":5: bus[0].media: unknown scheme"), "{e}");
+        assert!(e.contains(":7: bus[1].id: duplicate bus id"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

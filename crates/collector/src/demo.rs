@@ -1,0 +1,254 @@
+//! `amid simulate` and `amid demo`: simulated meters on loopback, and the whole daemon against them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ami_media::MediaUrl;
+use ami_sim::{SimFraming, SimMeter, SimOptions, Simulator};
+use anyhow::{anyhow, Context};
+use clap::Args;
+use tracing::info;
+
+use crate::cli::{load_profile, SimulateArgs};
+use crate::config::{parse_duration, Config};
+use crate::BadInput;
+
+/// `amid demo` arguments.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Stop by itself after this long (e.g. 30s); default: run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Poll interval of the simulated meters.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub interval: Duration,
+    /// Keep the store and the generated amid.toml in this directory (default: a temporary directory,
+    /// removed at exit).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `amid simulate`: serves one profile at one or more unit addresses until shutdown.
+pub async fn simulate(args: SimulateArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
+    let profile = load_profile(&args.profile)?;
+    let url: MediaUrl = args.listen.parse().map_err(|e: ami_media::UrlError| anyhow!(BadInput(e.to_string())))?;
+    for (name, rate) in [("--drop-rate", args.drop_rate), ("--corrupt-rate", args.corrupt_rate)] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(anyhow!(BadInput(format!("{name} {rate} must be between 0 and 1"))));
+        }
+    }
+    let framing = match &url {
+        MediaUrl::Tcp { framing: Some(f), .. } if f == "rtu" => SimFraming::Rtu,
+        MediaUrl::Tcp { .. } => SimFraming::Tcp,
+        MediaUrl::Serial { .. } => SimFraming::Rtu,
+    };
+    let addresses =
+        if args.addresses.is_empty() { vec![profile.line.address.unwrap_or(1)] } else { args.addresses.clone() };
+    let sim = Simulator::new();
+    for &a in &addresses {
+        if a == 0 || a > 247 {
+            return Err(anyhow!(BadInput(format!("--address {a}: expected 1..=247"))));
+        }
+        sim.insert(a, SimMeter::new(&profile, args.seed.wrapping_add(u64::from(a))));
+    }
+    for set in &args.set {
+        let (name, value) = set
+            .split_once('=')
+            .and_then(|(n, v)| Some((n, v.parse::<f64>().ok()?)))
+            .ok_or_else(|| anyhow!(BadInput(format!("--set {set:?}: expected NAME=NUMBER"))))?;
+        for &a in &addresses {
+            sim.set_value(a, name, value).map_err(|e| anyhow!(BadInput(format!("--set {set:?}: {e}"))))?;
+        }
+    }
+    let opts = SimOptions {
+        framing,
+        units: addresses.clone(),
+        delay: args.delay.unwrap_or_default(),
+        drop_rate: args.drop_rate,
+        corrupt_rate: args.corrupt_rate,
+        seed: args.seed,
+    };
+    let units: Vec<String> = addresses.iter().map(u8::to_string).collect();
+    let serve = async {
+        match &url {
+            MediaUrl::Tcp { host, port, framing } => {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .with_context(|| format!("cannot listen on {url}"))?;
+                let local = listener.local_addr()?;
+                let shown = MediaUrl::Tcp { host: local.ip().to_string(), port: local.port(), framing: framing.clone() };
+                println!("simulating {} ({}) at {shown}, address {}", profile.id, profile.model, units.join(","));
+                ami_sim::serve_tcp(listener, sim, opts).await.context("simulator stopped")
+            }
+            MediaUrl::Serial { .. } => {
+                println!("simulating {} ({}) at {url}, address {}", profile.id, profile.model, units.join(","));
+                ami_sim::serve(&url, sim, opts).await.with_context(|| format!("simulator on {url} stopped"))
+            }
+        }
+    };
+    tokio::select! {
+        r = serve => r?,
+        () = shutdown => info!("simulator stopped"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A simulated line for the demo: profiles at addresses, served with one framing.
+struct DemoBus {
+    id: &'static str,
+    framing: SimFraming,
+    meters: &'static [(&'static str, &'static str, u8)],
+}
+
+const DEMO_BUSES: &[DemoBus] = &[
+    DemoBus {
+        id: "modbus-tcp",
+        framing: SimFraming::Tcp,
+        meters: &[("incomer", "eastron-sdm630", 1), ("hvac", "carlo-gavazzi-em24", 2)],
+    },
+    DemoBus {
+        id: "rs485-gateway",
+        framing: SimFraming::Rtu,
+        meters: &[("pv", "eastron-sdm120", 1), ("workshop", "abb-b23", 2)],
+    },
+];
+
+/// `amid demo`: simulated meters on loopback, the daemon polling them into SQLite, a live view.
+pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
+    let tmp;
+    let dir = match &args.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempdir()?;
+            tmp.0.clone()
+        }
+    };
+    let secs = args.interval.as_secs().max(1);
+    let mut toml = format!("[site]\nid = \"demo\"\ndata_dir = \"{}\"\n", dir.join("data").display());
+    let mut servers = Vec::new();
+    for bus in DEMO_BUSES {
+        let sim = Simulator::new();
+        for &(_, profile, unit) in bus.meters {
+            let p = load_profile(profile)?;
+            sim.insert(unit, SimMeter::new(&p, u64::from(unit)));
+        }
+        let opts = SimOptions { framing: bus.framing, ..SimOptions::default() };
+        let (addr, task) = ami_sim::spawn_tcp("127.0.0.1:0", sim, opts).await.context("cannot start simulator")?;
+        servers.push(task);
+        let framing = if bus.framing == SimFraming::Rtu { "?framing=rtu" } else { "" };
+        toml.push_str(&format!(
+            "\n[[bus]]\nid = \"{}\"\nmedia = \"tcp://{addr}{framing}\"\ntimeout = \"500ms\"\n",
+            bus.id
+        ));
+        for &(id, profile, unit) in bus.meters {
+            toml.push_str(&format!(
+                "\n[[meter]]\nid = \"{id}\"\nbus = \"{}\"\nprofile = \"{profile}\"\naddress = {unit}\ninterval = \"{secs}s\"\n",
+                bus.id
+            ));
+        }
+        println!(
+            "simulated {} on tcp://{addr}{framing}: {}",
+            bus.id,
+            bus.meters.iter().map(|m| format!("{} ({}, address {})", m.0, m.1, m.2)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let cfg_path = dir.join("amid.toml");
+    std::fs::write(&cfg_path, &toml).with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    let config = Config::parse(&toml, &cfg_path).map_err(|e| anyhow!("demo config: {e}"))?;
+    let db = crate::run::store_path(&config.site.data_dir);
+    println!("config: {}\nstore:  {}", cfg_path.display(), db.display());
+    println!("polling every {secs}s; Ctrl-C stops{}", match args.duration {
+        Some(d) => format!(" (or after {}s)", d.as_secs()),
+        None => String::new(),
+    });
+
+    let stop = async {
+        match args.duration {
+            Some(d) => tokio::select! {
+                () = shutdown => {},
+                () = tokio::time::sleep(d) => {},
+            },
+            None => shutdown.await,
+        }
+    };
+    let view = tokio::spawn(live_view(db.clone(), args.interval));
+    let summary = crate::run::run(config, stop).await;
+    view.abort();
+    for s in servers {
+        s.abort();
+    }
+    let summary = summary?;
+    println!(
+        "\nstopped: {} polls ok, {} failed, {} readings stored in {}",
+        summary.polls_ok,
+        summary.polls_failed,
+        summary.readings_stored,
+        db.display()
+    );
+    if args.data_dir.is_some() {
+        println!("try: sqlite3 {} 'SELECT * FROM readings_view ORDER BY ts DESC LIMIT 10'", db.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the latest power and energy of every meter once per interval, read back from the store.
+async fn live_view(db: PathBuf, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let db = db.clone();
+        let lines = tokio::task::spawn_blocking(move || latest(&db)).await.ok().and_then(Result::ok);
+        for l in lines.unwrap_or_default() {
+            println!("{l}");
+        }
+    }
+}
+
+fn latest(db: &std::path::Path) -> rusqlite::Result<Vec<String>> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(
+        "SELECT r.meter, r.name, r.value, r.unit, strftime('%H:%M:%S', r.ts_ms / 1000, 'unixepoch')
+         FROM readings r
+         JOIN (SELECT meter, obis, MAX(ts_ms) AS ts_ms FROM readings
+               WHERE obis IN ('1-0:1.7.0*255', '1-0:16.7.0*255', '1-0:1.8.0*255') GROUP BY meter, obis) l
+           ON r.meter = l.meter AND r.obis = l.obis AND r.ts_ms = l.ts_ms
+         ORDER BY r.meter, r.obis",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+    })?;
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for row in rows {
+        let (meter, name, value, unit, ts) = row?;
+        let v = value.map_or("-".to_string(), |v| format!("{v:.1}"));
+        if meter != current {
+            out.push(format!("{ts} {meter:<10}"));
+            current = meter;
+        }
+        if let Some(last) = out.last_mut() {
+            last.push_str(&format!("  {name}={v} {unit}"));
+        }
+    }
+    Ok(out)
+}
+
+/// A temporary directory removed on drop (no extra dependency for one directory).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> anyhow::Result<TempDir> {
+    let base = std::env::temp_dir().join(format!("ami-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    Ok(TempDir(base))
+}

@@ -1,0 +1,272 @@
+//! The daemon loop behind `amid run`: one task per bus polling its meters in turn at their aligned slots,
+//! buses in parallel, every poll's readings committed to the store by one writer thread.
+//!
+//! Shutdown (SIGTERM / Ctrl-C): no new poll starts; a poll in flight may finish within the grace period;
+//! the writer commits everything it was handed and the process exits 0. A reading that was read is
+//! therefore either committed or was never reported as read.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ami_device::{Profile, ValueKind};
+use ami_link::backoff::Backoff;
+use ami_link::{Bus, BusConfig, BusHandle};
+use ami_protocols::modbus::Master;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{BusCfg, Config, MeterCfg};
+use crate::schedule::{next_slot, retry_at};
+use crate::store::{PollStatus, Store, StoredReading};
+
+/// How long a poll in flight may run on after a shutdown request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// One meter ready to poll: its config and its resolved profile.
+#[derive(Debug, Clone)]
+pub struct MeterPlan {
+    /// From the config.
+    pub cfg: MeterCfg,
+    /// The profile it names.
+    pub profile: Arc<Profile>,
+    /// Effective unit address.
+    pub address: u8,
+}
+
+/// Resolves every meter's profile; errors name the config line and key.
+pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
+    let mut dirs: Vec<PathBuf> = config.site.profile_dirs.clone();
+    dirs.extend(ami_device::default_search_dirs());
+    let mut cache: HashMap<String, Arc<Profile>> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, m) in config.meters.iter().enumerate() {
+        let profile = match cache.get(&m.profile) {
+            Some(p) => p.clone(),
+            None => match ami_device::resolve_profile(&m.profile, &dirs) {
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    cache.insert(m.profile.clone(), p.clone());
+                    p
+                }
+                Err(e) => {
+                    errors.push(format!("{}:{}: meter[{i}].profile: {e}", config.path.display(), m.line));
+                    continue;
+                }
+            },
+        };
+        let address = m.address.or(profile.line.address).unwrap_or(1);
+        out.push(MeterPlan { cfg: m.clone(), profile, address });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What a store writer is handed.
+enum StoreMsg {
+    Poll { readings: Vec<StoredReading>, status: PollStatus },
+}
+
+/// Totals reported at exit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Polls that returned readings.
+    pub polls_ok: u64,
+    /// Polls that failed.
+    pub polls_failed: u64,
+    /// Readings committed.
+    pub readings_stored: u64,
+}
+
+/// The path of the SQLite store inside a data dir.
+pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("readings.db")
+}
+
+/// Runs the daemon until `shutdown` resolves. Returns the totals.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<RunSummary> {
+    let meters = plan_meters(&config).map_err(|e| anyhow::anyhow!(crate::BadInput(e.join("\n"))))?;
+    std::fs::create_dir_all(&config.site.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.site.data_dir.display()))?;
+    let db = store_path(&config.site.data_dir);
+    let mut store = Store::open(&db).with_context(|| format!("cannot open store {}", db.display()))?;
+    info!(site = %config.site.id, store = %db.display(), buses = config.buses.len(), meters = meters.len(), "amid starting");
+
+    // The writer: one thread owns the connection; it commits each poll in one transaction and ends when
+    // every sender is gone, after draining what it was handed.
+    let (tx, rx) = std_mpsc::channel::<StoreMsg>();
+    let writer = std::thread::spawn(move || -> anyhow::Result<(u64, u64, u64)> {
+        let (mut stored, mut ok, mut failed) = (0u64, 0u64, 0u64);
+        for msg in rx {
+            let StoreMsg::Poll { readings, status } = msg;
+            if status.error.is_none() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            let n = store.insert(&readings, Some(&status)).context("store write failed")?;
+            stored += n as u64;
+            if status.error.is_none() {
+                info!(meter = %status.meter, values = readings.len(), new = n, ts = %status.at.to_rfc3339(), "stored");
+            }
+        }
+        Ok((stored, ok, failed))
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for bus in &config.buses {
+        let on_bus: Vec<MeterPlan> = meters.iter().filter(|m| m.cfg.bus == bus.id).cloned().collect();
+        if on_bus.is_empty() {
+            warn!(bus = %bus.id, "bus has no meters");
+            continue;
+        }
+        tasks.push(tokio::spawn(bus_loop(bus.clone(), on_bus, tx.clone(), stop_rx.clone())));
+    }
+    drop(tx);
+
+    shutdown.await;
+    info!("shutdown requested: finishing polls in flight and committing");
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    for t in tasks {
+        match tokio::time::timeout_at(deadline, t).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("bus task failed: {e}"),
+            Err(_) => warn!("a poll did not finish within the shutdown grace period; it was abandoned"),
+        }
+    }
+    let (stored, ok, failed) = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .context("writer join")?
+        .map_err(|_| anyhow::anyhow!("store writer panicked"))??;
+    let summary = RunSummary { polls_ok: ok, polls_failed: failed, readings_stored: stored };
+    info!(polls_ok = ok, polls_failed = failed, readings_stored = stored, "amid stopped; store committed");
+    Ok(summary)
+}
+
+struct MeterRun {
+    plan: MeterPlan,
+    next: DateTime<Utc>,
+    backoff: Backoff,
+    failures: u32,
+}
+
+/// Opens a bus's transport, retrying with back-off until it opens or shutdown is requested.
+async fn open_bus(cfg: &BusCfg, stop: &mut watch::Receiver<bool>) -> Option<BusHandle> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        match ami_media::open(&cfg.media).await {
+            Ok(t) => {
+                info!(bus = %cfg.id, media = %t.describe(), "bus open");
+                let bc = BusConfig {
+                    id: cfg.id.clone(),
+                    guard_time: cfg.guard_time,
+                    timeout: cfg.timeout,
+                    retries: cfg.retries,
+                    ..BusConfig::default()
+                };
+                return Some(Bus::spawn(t, bc));
+            }
+            Err(e) => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(60));
+                warn!(bus = %cfg.id, "cannot open bus: {e}; retrying in {wait:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return None,
+                }
+            }
+        }
+    }
+}
+
+async fn bus_loop(
+    cfg: BusCfg,
+    meters: Vec<MeterPlan>,
+    tx: std_mpsc::Sender<StoreMsg>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(bus) = open_bus(&cfg, &mut stop).await else { return };
+    let master = Master::new(bus.clone(), cfg.framing);
+    let now = Utc::now();
+    let mut runs: Vec<MeterRun> = meters
+        .into_iter()
+        .map(|plan| MeterRun {
+            next: next_slot(now, plan.cfg.interval),
+            backoff: Backoff::new(Duration::from_secs(2), plan.cfg.interval.max(Duration::from_secs(2))),
+            failures: 0,
+            plan,
+        })
+        .collect();
+    loop {
+        let Some(due) = runs.iter().map(|r| r.next).min() else { return };
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        // Meters on one bus in turn, earliest due first.
+        let now = Utc::now();
+        let mut order: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].next <= now).collect();
+        order.sort_by_key(|&i| runs[i].next);
+        for i in order {
+            if *stop.borrow() {
+                return;
+            }
+            let run = &mut runs[i];
+            let m = &run.plan;
+            let master = master.clone().with_timeout(m.cfg.timeout);
+            let outcome = poll_meter(m, &master).await;
+            let ended = Utc::now();
+            let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
+            match &outcome {
+                Ok(_) => {
+                    if run.failures > 0 {
+                        info!(meter = %m.cfg.id, after = run.failures, "meter answers again");
+                    }
+                    run.failures = 0;
+                    run.backoff.reset();
+                    run.next = next_slot(ended, m.cfg.interval);
+                }
+                Err(e) => {
+                    run.failures += 1;
+                    let wait = run.backoff.next().unwrap_or(m.cfg.interval);
+                    run.next = retry_at(ended, wait, m.cfg.interval);
+                    warn!(meter = %m.cfg.id, bus = %cfg.id, failures = run.failures, retry = %run.next.to_rfc3339(), "poll failed: {e}");
+                }
+            }
+            let readings = outcome.unwrap_or_default();
+            if tx.send(StoreMsg::Poll { readings, status }).is_err() {
+                error!("store writer is gone; stopping bus {}", cfg.id);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads every value of one meter; `Err` when the meter did not answer at all.
+async fn poll_meter(m: &MeterPlan, master: &Master) -> Result<Vec<StoredReading>, String> {
+    let outcome = ami_device::modbus::read_modbus(&m.profile, master, &m.cfg.id, m.address, Utc::now)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(first) = outcome.errors.first() {
+        warn!(meter = %m.cfg.id, missing = outcome.errors.len(), "values not read, first: {first}");
+    }
+    let kinds: HashMap<&str, ValueKind> = m.profile.values.iter().map(|v| (v.name.as_str(), v.kind)).collect();
+    Ok(outcome
+        .readings
+        .into_iter()
+        .map(|r| {
+            let kind = kinds.get(r.name.as_str()).copied().unwrap_or(ValueKind::Instantaneous);
+            StoredReading { reading: r, kind }
+        })
+        .collect())
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every ami test on a fresh machine. Installs what is missing first:
+#   - Debian packages: socat (virtual serial pairs for RTU-over-pty tests)
+#   - a Python venv in .venv with pymodbus 3.16.1 (the independent Modbus peer)
+# then builds the workspace and runs the unit, integration and peer tests with cargo-nextest
+# (cargo test when nextest is missing), and validates the shipped device profiles.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+say() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    say "installing Debian packages: ${need_apt[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! "$root/.venv/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null; then
+    say "creating .venv with pymodbus 3.16.1"
+    python3 -m venv "$root/.venv"
+    "$root/.venv/bin/pip" install -q --disable-pip-version-check pymodbus==3.16.1 pyserial==3.5
+fi
+export AMI_PYTHON="$root/.venv/bin/python"
+export AMI_REPO="$root"
+
+say "building"
+cargo build --workspace --all-targets --locked
+
+say "checking the shipped device profiles"
+cargo run -q --locked --bin amid -- profiles check devices/*.xml
+
+say "running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --doc --locked
