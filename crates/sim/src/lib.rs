@@ -20,7 +20,8 @@ mod server;
 
 pub use meter::{RegisterMap, SimMeter};
 pub use server::{
-    serve, serve_serial, serve_tcp, spawn_tcp, Session, SessionError, SimFraming, SimOptions, SimStats, Simulator,
+    serve, serve_serial, serve_stream, serve_tcp, spawn_tcp, Session, SessionError, SimFraming, SimOptions, SimStats,
+    Simulator,
 };
 
 use ami_protocols::modbus::Exception;

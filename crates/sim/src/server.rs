@@ -50,6 +50,31 @@ pub enum SimFraming {
     Tcp,
 }
 
+impl SimFraming {
+    /// The framing a media URL implies: serial lines speak RTU; `tcp://…?framing=rtu` is RTU over TCP;
+    /// any other TCP URL is Modbus TCP.
+    pub fn for_url(url: &MediaUrl) -> SimFraming {
+        match url {
+            MediaUrl::Serial { .. } => SimFraming::Rtu,
+            MediaUrl::Tcp { .. } if url.framing() == Some("rtu") => SimFraming::Rtu,
+            MediaUrl::Tcp { .. } => SimFraming::Tcp,
+        }
+    }
+}
+
+/// `rtu` or `tcp`.
+impl std::str::FromStr for SimFraming {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rtu" => Ok(SimFraming::Rtu),
+            "tcp" => Ok(SimFraming::Tcp),
+            other => Err(format!("unknown framing {other:?} (expected rtu or tcp)")),
+        }
+    }
+}
+
 /// How a server answers: framing, which units, and seeded fault injection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimOptions {
@@ -246,20 +271,18 @@ impl Simulator {
     }
 
     /// Answers a request PDU for `unit`: `None` when no meter is at that unit (silence) or the PDU is
-    /// empty. Unit 0 (broadcast) applies a write to every meter and answers nothing.
+    /// empty. Unit 0 is not special here (see [`Simulator::broadcast`]).
     pub fn handle_pdu(&self, unit: u8, pdu: &[u8]) -> Option<Vec<u8>> {
+        self.with_meter(unit, |meter| meter.handle_pdu(pdu)).flatten()
+    }
+
+    /// Applies a broadcast request PDU (RTU unit 0) to every meter: writes take effect, nothing answers.
+    pub fn broadcast(&self, pdu: &[u8]) {
         let now = self.elapsed();
-        let mut meters = self.meters();
-        if unit == BROADCAST {
-            for meter in meters.values_mut() {
-                meter.update(now);
-                meter.handle_broadcast(pdu);
-            }
-            return None;
+        for meter in self.meters().values_mut() {
+            meter.update(now);
+            meter.handle_broadcast(pdu);
         }
-        let meter = meters.get_mut(&unit)?;
-        meter.update(now);
-        meter.handle_pdu(pdu)
     }
 }
 
@@ -441,31 +464,31 @@ impl Session {
 
     /// Handles one well-framed request: unit filter, the meter, fault injection, framing of the reply.
     fn answer(&mut self, unit: u8, pdu: &[u8], frame: impl Fn(&[u8]) -> Vec<u8>) {
-        let broadcast = unit == BROADCAST && self.framing == SimFraming::Rtu;
-        if !broadcast && (!self.serves(unit) || !self.sim.units().contains(&unit)) {
-            StatCells::add(&self.stats().ignored, 1);
-            return;
-        }
-        StatCells::add(&self.stats().requests, 1);
-        if broadcast {
+        if unit == BROADCAST && self.framing == SimFraming::Rtu {
             // Writes to every meter this server answers; a broadcast is never answered.
-            let units: Vec<u8> = self.sim.units().into_iter().filter(|u| self.serves(*u)).collect();
-            for u in units {
+            StatCells::add(&self.stats().requests, 1);
+            for u in self.sim.units().into_iter().filter(|u| self.serves(*u)) {
                 self.sim.with_meter(u, |m| m.handle_broadcast(pdu));
             }
             return;
         }
-        let Some(reply) = self.sim.handle_pdu(unit, pdu) else { return };
+        // Another unit on the line, or a unit no meter answers (a dead meter): silence.
+        let reply = if self.serves(unit) { self.sim.handle_pdu(unit, pdu) } else { None };
+        let Some(reply) = reply else {
+            StatCells::add(&self.stats().ignored, 1);
+            return;
+        };
+        StatCells::add(&self.stats().requests, 1);
         if reply.first().is_some_and(|code| code & 0x80 != 0) {
             StatCells::add(&self.stats().exceptions, 1);
         }
-        if self.drop_rate > 0.0 && self.rng.gen_bool(self.drop_rate.clamp(0.0, 1.0)) {
+        if chance(&mut self.rng, self.drop_rate) {
             StatCells::add(&self.stats().dropped, 1);
             tracing::debug!(peer = %self.peer, unit, "simulator dropped a reply (fault injection)");
             return;
         }
         let mut bytes = frame(&reply);
-        if self.corrupt_rate > 0.0 && self.rng.gen_bool(self.corrupt_rate.clamp(0.0, 1.0)) {
+        if chance(&mut self.rng, self.corrupt_rate) {
             // RTU: any byte (the CRC detects every single-byte error). MBAP: a PDU byte only, so the
             // stream stays in step and the master sees a wrong reply rather than a broken connection.
             let first = match self.framing {
@@ -485,6 +508,11 @@ impl Session {
         StatCells::add(&self.stats().replies, 1);
         self.out.push_back(bytes);
     }
+}
+
+/// True with probability `p` (clamped to 0..=1; NaN counts as 0).
+fn chance(rng: &mut StdRng, p: f64) -> bool {
+    p > 0.0 && rng.gen_bool(p.min(1.0))
 }
 
 /// Reads, feeds the session, waits the reply delay, writes. Returns at end of stream or on an I/O error.
@@ -523,6 +551,17 @@ where
             return Ok(());
         }
     }
+}
+
+/// Serves `sim` on any byte stream (an in-memory duplex, a test transport, an accepted socket) until end of
+/// stream or an I/O error. A partial frame is discarded after 1 s of silence.
+pub async fn serve_stream<S>(stream: S, sim: Simulator, opts: SimOptions) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    StatCells::add(&sim.shared.stats.connections, 1);
+    let session = Session::new(sim, &opts, connection_seed(opts.seed, 1), "stream");
+    drive(stream, session, opts.delay, TCP_STALE_PARTIAL).await
 }
 
 /// A per-connection fault-injection seed.
@@ -632,5 +671,244 @@ pub async fn serve(url: &MediaUrl, sim: Simulator, opts: SimOptions) -> io::Resu
             serve_tcp(listener, sim, opts).await
         }
         MediaUrl::Serial { path, settings, .. } => serve_serial(path, settings, sim, opts).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::tests::profile;
+    use proptest::prelude::*;
+    use tokio::io::duplex;
+
+    fn sim() -> Simulator {
+        let sim = Simulator::new();
+        sim.insert(1, SimMeter::new(&profile(), 1));
+        sim.insert(2, SimMeter::new(&profile(), 2));
+        sim
+    }
+
+    fn session(framing: SimFraming, units: Vec<u8>) -> (Simulator, Session) {
+        let sim = sim();
+        let opts = SimOptions { framing, units, ..SimOptions::default() };
+        let session = Session::new(sim.clone(), &opts, 0, "test");
+        (sim, session)
+    }
+
+    fn drain(session: &mut Session) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| session.poll_transmit()).collect()
+    }
+
+    /// FC 4, address 0, quantity 2.
+    const READ: [u8; 5] = [0x04, 0x00, 0x00, 0x00, 0x02];
+
+    #[test]
+    fn rtu_requests_byte_by_byte_are_answered_once_complete() {
+        let (_, mut s) = session(SimFraming::Rtu, vec![]);
+        let frame = encode_rtu(1, &READ);
+        for b in &frame[..frame.len() - 1] {
+            s.handle_input(&[*b]).unwrap();
+            assert!(s.poll_transmit().is_none());
+        }
+        s.handle_input(&frame[frame.len() - 1..]).unwrap();
+        let replies = drain(&mut s);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(&replies[0][..3], &[0x01, 0x04, 0x04]);
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn rtu_silence_discards_a_partial_frame() {
+        let (sim, mut s) = session(SimFraming::Rtu, vec![]);
+        // Start of a write-multiple request claiming 246 data bytes, then nothing.
+        s.handle_input(&[0x01, 0x10, 0x00, 0x00, 0x00, 0x7B, 0xF6, 0x00]).unwrap();
+        assert!(s.buffered() > 0);
+        s.handle_silence();
+        assert_eq!(s.buffered(), 0);
+        assert_eq!(sim.stats().garbage_bytes, 8);
+        s.handle_input(&encode_rtu(2, &READ)).unwrap();
+        assert_eq!(drain(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn unit_filter_and_unknown_units_are_silent() {
+        let (sim, mut s) = session(SimFraming::Rtu, vec![2]);
+        s.handle_input(&encode_rtu(1, &READ)).unwrap();
+        s.handle_input(&encode_rtu(9, &READ)).unwrap();
+        assert!(drain(&mut s).is_empty());
+        s.handle_input(&encode_rtu(2, &READ)).unwrap();
+        assert_eq!(drain(&mut s).len(), 1);
+        let stats = sim.stats();
+        assert_eq!((stats.ignored, stats.requests, stats.replies), (2, 1, 1));
+    }
+
+    #[test]
+    fn rtu_broadcast_writes_every_served_meter_and_is_not_answered() {
+        let (sim, mut s) = session(SimFraming::Rtu, vec![1]);
+        // FC 6 register 200 (setpoint) = 5.
+        s.handle_input(&encode_rtu(0, &[0x06, 0x00, 0xC8, 0x00, 0x05])).unwrap();
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(sim.value(1, "setpoint"), Some(5.0));
+        // Unit 2 is not served by this session.
+        assert_eq!(sim.value(2, "setpoint"), Some(1.0));
+    }
+
+    #[test]
+    fn mbap_bad_header_is_an_error_and_corruption_keeps_the_header() {
+        let (_, mut s) = session(SimFraming::Tcp, vec![]);
+        assert!(s.handle_input(&[0, 1, 0, 9, 0, 6, 1, 4, 0, 0, 0, 2]).is_err());
+        let sim = sim();
+        // Pinned, so the clean reply to compare with does not drift between calls.
+        sim.set_value(1, "voltage_l1", 230.0).unwrap();
+        let opts = SimOptions { corrupt_rate: 1.0, ..SimOptions::default() };
+        let mut s = Session::new(sim.clone(), &opts, 9, "test");
+        for tid in 0..50u16 {
+            s.handle_input(&encode_tcp(tid, 1, &READ)).unwrap();
+            let reply = s.poll_transmit().unwrap();
+            let clean = encode_tcp(tid, 1, &sim.handle_pdu(1, &READ).unwrap());
+            // Header intact, exactly one PDU byte differs.
+            assert_eq!(reply[..7], clean[..7]);
+            assert_eq!(reply.iter().zip(&clean).filter(|(a, b)| a != b).count(), 1);
+        }
+        assert_eq!(sim.stats().corrupted, 50);
+    }
+
+    #[test]
+    fn fault_rates_outside_0_1_do_not_panic() {
+        for rate in [f64::NAN, -1.0, 2.0, f64::INFINITY] {
+            let sim = sim();
+            let opts = SimOptions { drop_rate: rate, corrupt_rate: rate, ..SimOptions::default() };
+            let mut s = Session::new(sim, &opts, 1, "test");
+            s.handle_input(&encode_tcp(1, 1, &READ)).unwrap();
+            let _ = drain(&mut s);
+        }
+    }
+
+    #[test]
+    fn half_the_replies_dropped_at_rate_one_half() {
+        let sim = sim();
+        let opts = SimOptions { framing: SimFraming::Rtu, drop_rate: 0.5, seed: 11, ..SimOptions::default() };
+        let mut s = Session::new(sim.clone(), &opts, 11, "test");
+        for _ in 0..400 {
+            s.handle_input(&encode_rtu(1, &READ)).unwrap();
+        }
+        let sent = drain(&mut s).len();
+        assert!((150..=250).contains(&sent), "{sent}");
+        let stats = sim.stats();
+        assert_eq!(stats.dropped + stats.replies, 400);
+    }
+
+    proptest! {
+        /// Whatever arrives, the session neither panics nor grows without bound, and every reply is a
+        /// well-formed frame for a served unit.
+        #[test]
+        fn any_bytes_are_handled(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+                                 rtu in any::<bool>()) {
+            let framing = if rtu { SimFraming::Rtu } else { SimFraming::Tcp };
+            let (_, mut s) = session(framing, vec![]);
+            for chunk in &chunks {
+                let result = s.handle_input(chunk);
+                prop_assert!(rtu || result.is_ok() || s.buffered() == 0);
+                prop_assert!(s.buffered() <= MAX_BUFFER + 300);
+                for reply in drain(&mut s) {
+                    match framing {
+                        SimFraming::Rtu => {
+                            prop_assert!(reply[0] == 1 || reply[0] == 2);
+                            let (body, crc) = reply.split_at(reply.len() - 2);
+                            prop_assert_eq!(ami_link::crc::crc16_modbus(body).to_le_bytes(), [crc[0], crc[1]]);
+                        }
+                        SimFraming::Tcp => prop_assert!(matches!(decode_tcp_frame(&reply), Ok(Some(_)))),
+                    }
+                }
+                if result.is_err() {
+                    break;
+                }
+            }
+            s.handle_silence();
+            prop_assert_eq!(s.buffered(), 0);
+        }
+
+        /// Valid requests surrounded by noise: every one addressed to a served unit is found again, except
+        /// when the noise happens to form a frame swallowing it (CRC makes that vanishingly rare).
+        #[test]
+        fn requests_are_found_between_noise(noise in proptest::collection::vec(any::<u8>(), 0..40), n in 1usize..5) {
+            let (_, mut s) = session(SimFraming::Rtu, vec![]);
+            for _ in 0..n {
+                s.handle_input(&noise).unwrap();
+                s.handle_silence();
+                s.handle_input(&encode_rtu(1, &READ)).unwrap();
+            }
+            prop_assert_eq!(drain(&mut s).len(), n);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delay_is_applied_before_each_reply() {
+        let sim = sim();
+        let (mut client, server) = duplex(1024);
+        let opts = SimOptions { delay: Duration::from_millis(500), ..SimOptions::default() };
+        let task = tokio::spawn(serve_stream(server, sim, opts));
+        let started = Instant::now();
+        client.write_all(&encode_tcp(7, 1, &READ)).await.unwrap();
+        let mut reply = [0u8; 13];
+        client.read_exact(&mut reply).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert_eq!(&reply[..2], &[0, 7]);
+        drop(client);
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_partial_frame_is_dropped_after_silence() {
+        let sim = sim();
+        let (mut client, server) = duplex(1024);
+        let opts = SimOptions { framing: SimFraming::Rtu, ..SimOptions::default() };
+        let task = tokio::spawn(serve_stream(server, sim.clone(), opts));
+        // Half a request, then silence longer than the partial-frame limit, then a whole request.
+        let frame = encode_rtu(1, &READ);
+        client.write_all(&frame[..4]).await.unwrap();
+        tokio::time::sleep(TCP_STALE_PARTIAL * 2).await;
+        client.write_all(&frame).await.unwrap();
+        let mut reply = [0u8; 9];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply[..3], &[1, 4, 4]);
+        assert_eq!(sim.stats().garbage_bytes, 4);
+        drop(client);
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn serial_partial_frame_limit_follows_the_baud_rate() {
+        let slow = SerialSettings { baud: 300, ..SerialSettings::default() };
+        // 3.5 characters × 10 bits at 300 baud = 116.7 ms.
+        assert_eq!(serial_stale_partial(&slow), Duration::from_micros(116_666));
+        assert_eq!(serial_stale_partial(&SerialSettings::default()), SERIAL_STALE_PARTIAL_MIN);
+    }
+
+    #[test]
+    fn framing_from_urls_and_names() {
+        let url = |s: &str| s.parse::<MediaUrl>().unwrap();
+        assert_eq!(SimFraming::for_url(&url("tcp://127.0.0.1:502")), SimFraming::Tcp);
+        assert_eq!(SimFraming::for_url(&url("tcp://127.0.0.1:4001?framing=rtu")), SimFraming::Rtu);
+        assert_eq!(SimFraming::for_url(&url("serial:///dev/ttyUSB0?baud=9600")), SimFraming::Rtu);
+        assert_eq!("rtu".parse::<SimFraming>(), Ok(SimFraming::Rtu));
+        assert!("ascii".parse::<SimFraming>().is_err());
+    }
+
+    #[test]
+    fn simulator_clock_and_values() {
+        let sim = sim();
+        assert_eq!(sim.units(), vec![1, 2]);
+        let before = sim.value(1, "energy_import_total").unwrap();
+        sim.advance(Duration::from_secs(3600));
+        assert!(sim.elapsed() >= Duration::from_secs(3600));
+        assert!(sim.value(1, "energy_import_total").unwrap() > before);
+        assert_eq!(sim.set_value(9, "voltage_l1", 1.0), Err(SimError::UnknownUnit(9)));
+        assert!(sim.snapshot(9).is_empty());
+        assert_eq!(sim.snapshot(1).len(), profile().values.len());
+        sim.broadcast(&[0x06, 0x00, 0xC8, 0x00, 0x03]);
+        assert_eq!((sim.value(1, "setpoint"), sim.value(2, "setpoint")), (Some(3.0), Some(3.0)));
+        assert!(sim.remove(2).is_some());
+        assert_eq!(sim.handle_pdu(2, &READ), None);
     }
 }
