@@ -114,9 +114,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             }
             let n = store.insert(&readings, Some(&status)).context("store write failed")?;
             stored += n as u64;
-            if status.error.is_none() {
-                info!(meter = %status.meter, values = readings.len(), new = n, ts = %status.at.to_rfc3339(), "stored");
-            }
+            tracing::debug!(meter = %status.meter, values = readings.len(), new = n, "committed");
         }
         Ok((stored, ok, failed))
     });
@@ -228,7 +226,8 @@ async fn bus_loop(
             let ended = Utc::now();
             let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
             match &outcome {
-                Ok(_) => {
+                Ok(readings) => {
+                    info!(meter = %m.cfg.id, bus = %cfg.id, values = readings.len(), "read");
                     if run.failures > 0 {
                         info!(meter = %m.cfg.id, after = run.failures, "meter answers again");
                     }
