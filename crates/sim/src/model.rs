@@ -71,6 +71,8 @@ pub(crate) enum Phase {
     One(usize),
     /// Between two phases (line-to-line voltage).
     Between(usize, usize),
+    /// The neutral conductor (`current_n`, `neutral_current`): the phasor sum of the phase currents.
+    Neutral,
     /// The meter as a whole: total, sum or average depending on the quantity.
     All,
 }
@@ -98,6 +100,9 @@ impl Phase {
             }
         };
         for (i, t) in tokens.iter().enumerate() {
+            if *t == "n" || *t == "neutral" {
+                return Phase::Neutral;
+            }
             if let Some((a, b)) = pair(t) {
                 return Phase::Between(a, b);
             }
@@ -116,7 +121,7 @@ impl Phase {
         match self {
             Phase::One(p) => p > 0,
             Phase::Between(..) => true,
-            Phase::All => false,
+            Phase::Neutral | Phase::All => false,
         }
     }
 }
@@ -183,7 +188,14 @@ impl Behaviour {
         match kind {
             ValueKind::Static => Behaviour::Fixed,
             ValueKind::Counter => {
-                let factor = if lower.contains("export") || lower.contains("delivered") { 0.02 } else { 1.0 };
+                // Exports grow slowly (a little generation behind the meter); "absolute" counts both ways.
+                let factor = if lower.contains("export") || lower.contains("delivered") {
+                    0.02
+                } else if lower.contains("absolute") {
+                    1.02
+                } else {
+                    1.0
+                };
                 let rate = match unit {
                     "Wh" | "J" => Rate::Power { quantity: Quantity::ActivePower, factor },
                     "varh" => Rate::Power { quantity: Quantity::ReactivePower, factor },
@@ -318,6 +330,15 @@ impl Physics {
                 Quantity::Voltage => SQRT_3 * (self.phase_values(quantity, a) + self.phase_values(quantity, b)) / 2.0,
                 _ => (self.phase_values(quantity, a) + self.phase_values(quantity, b)) / 2.0,
             },
+            Phase::Neutral => {
+                // Phase currents 120° apart (phase angles of the loads ignored): |I1 + I2∠−120° + I3∠120°|.
+                let (re, im) = (0..n).fold((0.0, 0.0), |(re, im), p| {
+                    let angle = -2.0 * PI / 3.0 * p as f64;
+                    let v = self.phase_values(quantity, p);
+                    (re + v * angle.cos(), im + v * angle.sin())
+                });
+                (re * re + im * im).sqrt()
+            }
             Phase::All => {
                 let sum = |q| (0..n).map(|p| self.phase_values(q, p)).sum::<f64>();
                 match quantity {
@@ -363,6 +384,7 @@ mod tests {
         assert_eq!(Phase::from_name("power_total"), Phase::All);
         assert_eq!(Phase::from_name("frequency"), Phase::All);
         assert_eq!(Phase::from_name("pulse_l"), Phase::All);
+        assert_eq!(Phase::from_name("current_n"), Phase::Neutral);
     }
 
     #[test]
@@ -417,6 +439,10 @@ mod tests {
         }
         let total: f64 = (0..3).map(|p| physics.measure(Quantity::ActivePower, Phase::One(p))).sum();
         assert!((physics.measure(Quantity::ActivePower, Phase::All) - total).abs() < 1e-9);
+        let i: Vec<f64> = (0..3).map(|p| physics.measure(Quantity::Current, Phase::One(p))).collect();
+        let neutral = physics.measure(Quantity::Current, Phase::Neutral);
+        let max = i.iter().copied().fold(0.0, f64::max);
+        assert!(neutral >= 0.0 && neutral <= max, "{neutral} vs {i:?}");
         let vll = physics.measure(Quantity::Voltage, Phase::Between(0, 1));
         assert!((390.0..=405.0).contains(&vll), "{vll}");
         // A plausible base load: a few kW.
