@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ami_link::modbus::{encode_rtu, encode_tcp, rtu_reply_pdu, tcp_reply_pdu, RtuReplyMatcher, TcpReplyMatcher};
+use ami_link::modbus::{
+    encode_rtu, encode_tcp, rtu_reply_pdu, tcp_reply_pdu, RtuExactReplyMatcher, RtuReplyMatcher, TcpReplyMatcher,
+};
 use ami_link::{BusHandle, Exchange, LinkError, ReplyMatcher};
 
 use super::plan::Table;
@@ -113,8 +115,14 @@ impl Master {
         }
         let (frame, matcher): (Vec<u8>, Option<Box<dyn ReplyMatcher>>) = match self.framing {
             Framing::Rtu => {
-                let matcher: Option<Box<dyn ReplyMatcher>> =
-                    if broadcast { None } else { Some(Box::new(RtuReplyMatcher { unit, function })) };
+                let matcher: Option<Box<dyn ReplyMatcher>> = if broadcast {
+                    None
+                } else {
+                    // RTU has no transaction id: the reply's exact length is what tells a late reply
+                    // to an earlier read apart from ours.
+                    let base = RtuReplyMatcher { unit, function };
+                    Some(Box::new(RtuExactReplyMatcher { base, reply_len: 1 + request.response_pdu_len() + 2 }))
+                };
                 (encode_rtu(unit, &pdu), matcher)
             }
             Framing::Tcp => {

@@ -406,6 +406,23 @@ impl Request {
         }
     }
 
+    /// Length of the normal (non-exception) response PDU this request must get: function code + byte
+    /// count + data for reads, function code + address + value/quantity (5 bytes) for writes.
+    pub fn response_pdu_len(&self) -> usize {
+        match self {
+            Request::ReadCoils { quantity, .. } | Request::ReadDiscreteInputs { quantity, .. } => {
+                2 + usize::from(*quantity).div_ceil(8)
+            }
+            Request::ReadHoldingRegisters { quantity, .. } | Request::ReadInputRegisters { quantity, .. } => {
+                2 + 2 * usize::from(*quantity)
+            }
+            Request::WriteSingleCoil { .. }
+            | Request::WriteSingleRegister { .. }
+            | Request::WriteMultipleCoils { .. }
+            | Request::WriteMultipleRegisters { .. } => 5,
+        }
+    }
+
     /// Whether this request writes (FC 5, 6, 15, 16). Only writes may be broadcast (unit 0).
     pub fn is_write(&self) -> bool {
         matches!(
