@@ -173,11 +173,24 @@ async fn exception_reply_is_a_typed_error_naming_the_exception() {
 
 #[tokio::test(start_paused = true)]
 async fn reply_with_too_few_registers_is_refused() {
-    let (master, _slave) = setup(Framing::Rtu, vec![Script::Short]);
+    // Modbus TCP: the transaction id says the short reply is ours, so it is an invalid answer.
+    let (master, _slave) = setup(Framing::Tcp, vec![Script::Short]);
     let err = master.read_registers("m1", 7, Table::Holding, 0, 3).await.unwrap_err();
     assert!(matches!(&err, MasterError::Pdu(PduError::Invalid(m)) if m.contains("byte count 4, expected 6")), "{err}");
     // The next read is fine.
     assert_eq!(master.read_registers("m1", 7, Table::Holding, 0, 3).await.unwrap(), vec![1000, 1001, 1002]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rtu_reply_of_the_wrong_length_is_not_taken_and_the_retry_gets_the_answer() {
+    // RTU: a reply of another length cannot be ours (it looks like a late reply to an earlier read), so it
+    // is rejected, the attempt times out, and the retry gets the real answer.
+    let (master, _slave) = setup(Framing::Rtu, vec![Script::Short]);
+    let master = master.with_retries(Some(1));
+    assert_eq!(master.read_registers("m1", 7, Table::Holding, 0, 3).await.unwrap(), vec![1000, 1001, 1002]);
+    let stats = master.bus().stats().total;
+    assert!(stats.rejected >= 1, "{stats:?}");
+    assert_eq!(stats.retries, 1, "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]
