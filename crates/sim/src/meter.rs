@@ -320,11 +320,40 @@ impl SimMeter {
             });
             meter.by_name.insert(def.name.clone(), index);
         }
+        meter.fill_gaps(profile.modbus.max_gap);
         meter.refresh_instantaneous();
         for i in 0..meter.values.len() {
             meter.store(i);
         }
         meter
+    }
+
+    /// A profile with `max-gap > 0` says the meter answers reads that span up to that many registers it
+    /// does not list (real meters hold quantities there the profile does not read). Those registers exist
+    /// here too, reading 0xFFFF ("not available"), so the collector's merged reads work as on the meter.
+    fn fill_gaps(&mut self, max_gap: u16) {
+        if max_gap == 0 {
+            return;
+        }
+        for table in [Table::Holding, Table::Input] {
+            let mut spans: Vec<(u16, u16)> = self
+                .values
+                .iter()
+                .filter(|v| v.table == table)
+                .map(|v| (v.register, v.register.saturating_add(v.encoding.ty.registers())))
+                .collect();
+            spans.sort_unstable();
+            for pair in spans.windows(2) {
+                let (end, next) = (pair[0].1, pair[1].0);
+                if next > end && next - end <= max_gap {
+                    for r in end..next {
+                        if !self.map.is_defined(table, r) {
+                            self.map.set_registers(table, r, &[0xFFFF]);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The profile id this meter serves.
