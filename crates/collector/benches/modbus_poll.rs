@@ -107,7 +107,10 @@ fn main() {
     let ami_cpu_us = ami_cpu.as_secs_f64() * 1e6 / polls as f64;
     let py_cpu_us = py_cpu * 1e6 / py_polls as f64;
     println!("modbus_poll: Eastron SDM630 profile, {tx} requests per poll, {} values per poll", values / polls);
-    println!("{:<10} {:>8} {:>12} {:>14} {:>16} {:>18}", "client", "polls", "polls/s", "transactions/s", "CPU µs/poll", "CPU µs/transaction");
+    println!(
+        "{:<10} {:>8} {:>12} {:>14} {:>16} {:>18}",
+        "client", "polls", "polls/s", "transactions/s", "CPU µs/poll", "CPU µs/transaction"
+    );
     for (name, n, pps, cpu) in [("ami", polls, ami_pps, ami_cpu_us), ("pymodbus", py_polls, py_pps, py_cpu_us)] {
         println!("{name:<10} {n:>8} {pps:>12.0} {:>14.0} {cpu:>16.1} {:>18.1}", pps * tx as f64, cpu / tx as f64);
     }

@@ -152,7 +152,8 @@ pub struct SimulateArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own live view; routine info logs would drown it.
-    let quiet_demo = matches!(cli.command, Command::Demo(_)) && std::env::var_os("AMI_LOG").is_none() && cli.log == "info";
+    let quiet_demo =
+        matches!(cli.command, Command::Demo(_)) && std::env::var_os("AMI_LOG").is_none() && cli.log == "info";
     init_logging(if quiet_demo { "warn" } else { &cli.log });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -176,9 +177,14 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -231,7 +237,8 @@ pub async fn shutdown_signal() {
 
 /// Finds a profile by id or path on the default search path; a failure is bad input.
 pub fn load_profile(id_or_path: &str) -> anyhow::Result<Profile> {
-    ami_device::resolve_profile(id_or_path, &ami_device::default_search_dirs()).map_err(|e| anyhow!(BadInput(e.to_string())))
+    ami_device::resolve_profile(id_or_path, &ami_device::default_search_dirs())
+        .map_err(|e| anyhow!(BadInput(e.to_string())))
 }
 
 fn parse_media(url: &str) -> anyhow::Result<MediaUrl> {
@@ -247,12 +254,10 @@ async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
         None => default_framing(&media),
     };
     let unit = args.address.or(profile.line.address).unwrap_or(1);
-    let timeout = args
-        .timeout
-        .or(profile.line.timeout_ms.map(Duration::from_millis))
-        .unwrap_or(Duration::from_secs(1));
+    let timeout = args.timeout.or(profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(Duration::from_secs(1));
     let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
-    let bus = Bus::spawn(transport, BusConfig { id: "read".into(), timeout, retries: args.retries, ..BusConfig::default() });
+    let bus =
+        Bus::spawn(transport, BusConfig { id: "read".into(), timeout, retries: args.retries, ..BusConfig::default() });
     let master = Master::new(bus, framing);
     let outcome = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)
         .await
@@ -375,7 +380,14 @@ fn profiles_list() -> anyhow::Result<ExitCode> {
         }
     }
     for (id, (p, f)) in &seen {
-        println!("{id:<24} {:<10} {} {} ({} values) {}", format!("{:?}", p.protocol).to_lowercase(), p.manufacturer, p.model, p.values.len(), f.display());
+        println!(
+            "{id:<24} {:<10} {} {} ({} values) {}",
+            format!("{:?}", p.protocol).to_lowercase(),
+            p.manufacturer,
+            p.model,
+            p.values.len(),
+            f.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

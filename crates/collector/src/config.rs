@@ -245,11 +245,8 @@ impl Config {
             Some(d) => base.join(d.get_ref()),
             None => base.join("data"),
         };
-        let site = Site {
-            id: site_id,
-            data_dir,
-            profile_dirs: site_raw.profile_dirs.iter().map(|d| base.join(d)).collect(),
-        };
+        let site =
+            Site { id: site_id, data_dir, profile_dirs: site_raw.profile_dirs.iter().map(|d| base.join(d)).collect() };
 
         let mut buses = Vec::new();
         let mut bus_ids = HashSet::new();
@@ -318,7 +315,11 @@ impl Config {
             }
             if !bus_ids.contains(m.bus.get_ref()) {
                 let known: Vec<_> = buses.iter().map(|b| b.id.as_str()).collect();
-                err(m.bus.span(), key("bus"), format!("unknown bus {:?} (buses: {})", m.bus.get_ref(), known.join(", ")));
+                err(
+                    m.bus.span(),
+                    key("bus"),
+                    format!("unknown bus {:?} (buses: {})", m.bus.get_ref(), known.join(", ")),
+                );
             }
             let address = match &m.address {
                 None => None,

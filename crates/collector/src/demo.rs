@@ -77,7 +77,8 @@ pub async fn simulate(args: SimulateArgs, shutdown: impl std::future::Future<Out
                     .await
                     .with_context(|| format!("cannot listen on {url}"))?;
                 let local = listener.local_addr()?;
-                let shown = MediaUrl::Tcp { host: local.ip().to_string(), port: local.port(), framing: framing.clone() };
+                let shown =
+                    MediaUrl::Tcp { host: local.ip().to_string(), port: local.port(), framing: framing.clone() };
                 println!("simulating {} ({}) at {shown}, address {}", profile.id, profile.model, units.join(","));
                 ami_sim::serve_tcp(listener, sim, opts).await.context("simulator stopped")
             }
@@ -161,10 +162,13 @@ pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()
     let config = Config::parse(&toml, &cfg_path).map_err(|e| anyhow!("demo config: {e}"))?;
     let db = crate::run::store_path(&config.site.data_dir);
     println!("config: {}\nstore:  {}", cfg_path.display(), db.display());
-    println!("polling every {secs}s; Ctrl-C stops{}", match args.duration {
-        Some(d) => format!(" (or after {}s)", d.as_secs()),
-        None => String::new(),
-    });
+    println!(
+        "polling every {secs}s; Ctrl-C stops{}",
+        match args.duration {
+            Some(d) => format!(" (or after {}s)", d.as_secs()),
+            None => String::new(),
+        }
+    );
 
     let stop = async {
         match args.duration {
@@ -220,7 +224,13 @@ fn latest(db: &std::path::Path) -> rusqlite::Result<Vec<String>> {
          ORDER BY r.meter, r.obis",
     )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<f64>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+        ))
     })?;
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();

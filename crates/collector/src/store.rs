@@ -180,11 +180,9 @@ impl Store {
     /// Consecutive failures and last error of a meter, if it was ever polled.
     pub fn meter_status(&self, meter: &str) -> Result<Option<(u32, Option<String>)>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT consecutive_failures, last_error FROM meter_status WHERE meter = ?1",
-                [meter],
-                |r| Ok((r.get::<_, u32>(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT consecutive_failures, last_error FROM meter_status WHERE meter = ?1", [meter], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get(1)?))
+            })
             .optional()
     }
 }

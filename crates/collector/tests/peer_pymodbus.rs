@@ -104,10 +104,8 @@ fn reads_pymodbus_over_rtu_on_a_pty_pair() {
 fn exit_code_1_and_a_clear_message_when_the_meter_does_not_answer() {
     let port = free_port();
     // Nothing listens: connection refused.
-    let out = amid()
-        .args(["read", "--profile", &profile(), "--media", &format!("tcp://127.0.0.1:{port}")])
-        .output()
-        .unwrap();
+    let out =
+        amid().args(["read", "--profile", &profile(), "--media", &format!("tcp://127.0.0.1:{port}")]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A listener that never answers: timeout.
