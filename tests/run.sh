@@ -36,9 +36,9 @@ say "checking the shipped device profiles"
 cargo run -q --locked --bin amid -- profiles check devices/*.xml
 
 say "running the tests"
+cargo test --workspace --doc --locked -q
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
 else
     cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --doc --locked
