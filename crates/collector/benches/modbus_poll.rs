@@ -25,11 +25,11 @@ fn repo() -> PathBuf {
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // After the comm field: state(skipped, not numeric) ppid pgrp session tty tpgid flags minflt cminflt
-    // majflt cmajflt utime stime → utime is the 12th numeric field here (index 11), stime index 12.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    // After the comm field: state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+    // stime (proc(5)): utime and stime are the 12th and 13th fields after the comm.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 struct Killer(std::process::Child);

@@ -402,7 +402,11 @@ impl Driver {
     async fn keep_guard_time(&mut self) {
         if let Some(last) = self.last_activity {
             let until = after(last, self.config.guard_time);
-            sleep_until(until).await;
+            // A timer that has already expired still waits for the timer driver's next 1 ms tick;
+            // on a busy TCP bus that would cost a millisecond per exchange.
+            if until > Instant::now() {
+                sleep_until(until).await;
+            }
         }
     }
 
