@@ -41,6 +41,14 @@ enum Command {
     },
     /// Read every value of a profile from one meter, once, and print it.
     Read(ReadArgs),
+    /// Switch a writable control of a meter (e.g. a relay), as the profile defines it.
+    Control(ControlArgs),
+    /// Show what the daemon's store says about each meter and line: last good read, failures, link counters.
+    Status {
+        /// The site config (amid.toml) whose store to read.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Serve a simulated meter built from a profile (for tests, demos and commissioning).
     Simulate(SimulateArgs),
     /// Check or list device profiles.
@@ -92,6 +100,19 @@ pub enum Format {
 /// `amid read` arguments.
 #[derive(Args, Debug)]
 pub struct ReadArgs {
+    #[command(flatten)]
+    meter: MeterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Meter id put in the readings.
+    #[arg(long, default_value = "meter")]
+    pub meter_id: String,
+}
+
+/// Where a meter is and how to talk to it (shared by `read` and `control`).
+#[derive(Args, Debug)]
+pub struct MeterArgs {
     /// Profile id (e.g. eastron-sdm630) or path to a profile XML file.
     #[arg(long)]
     pub profile: String,
@@ -101,12 +122,6 @@ pub struct ReadArgs {
     /// Unit / slave address (default: the profile's default address, else 1).
     #[arg(long)]
     pub address: Option<u8>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Meter id put in the readings.
-    #[arg(long, default_value = "meter")]
-    pub meter_id: String,
     /// Modbus framing; default rtu on serial and tcp://…?framing=rtu, tcp otherwise.
     #[arg(long, value_parser = ["rtu", "tcp"])]
     pub framing: Option<String>,
@@ -116,6 +131,19 @@ pub struct ReadArgs {
     /// Retries after the first attempt.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+}
+
+/// `amid control` arguments.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    meter: MeterArgs,
+    /// The control's name in the profile (e.g. relay).
+    #[arg(long)]
+    name: String,
+    /// The state to set.
+    #[arg(long, value_parser = ["on", "off"])]
+    state: String,
 }
 
 /// `amid simulate` arguments.
@@ -195,6 +223,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Read(args) => read(args).await,
+        Command::Control(args) => control(args).await,
+        Command::Status { config } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow!(BadInput(e.to_string())))?;
+            crate::status::print(&cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(args) => crate::demo::simulate(args, shutdown_signal()).await,
         Command::Profiles { command: ProfilesCommand::Check { paths } } => profiles_check(&paths),
         Command::Profiles { command: ProfilesCommand::List } => profiles_list(),
@@ -245,7 +279,15 @@ fn parse_media(url: &str) -> anyhow::Result<MediaUrl> {
     url.parse::<MediaUrl>().map_err(|e| anyhow!(BadInput(e.to_string())))
 }
 
-async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+/// A meter opened from the command line: its profile, a master on a fresh bus, its unit address.
+struct OpenedMeter {
+    profile: Profile,
+    master: Master,
+    unit: u8,
+    media: MediaUrl,
+}
+
+async fn open_meter(args: &MeterArgs) -> anyhow::Result<OpenedMeter> {
     let profile = load_profile(&args.profile)?;
     let media = parse_media(&args.media)?;
     let framing = match args.framing.as_deref() {
@@ -257,8 +299,31 @@ async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.timeout.or(profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(Duration::from_secs(1));
     let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
     let bus =
-        Bus::spawn(transport, BusConfig { id: "read".into(), timeout, retries: args.retries, ..BusConfig::default() });
-    let master = Master::new(bus, framing);
+        Bus::spawn(transport, BusConfig { id: "cli".into(), timeout, retries: args.retries, ..BusConfig::default() });
+    Ok(OpenedMeter { profile, master: Master::new(bus, framing), unit, media })
+}
+
+async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let m = open_meter(&args.meter).await?;
+    if m.profile.control(&args.name).is_none() {
+        let known: Vec<&str> = m.profile.controls.iter().map(|c| c.name.as_str()).collect();
+        return Err(anyhow!(BadInput(format!(
+            "profile {} has no control {:?} (controls: {})",
+            m.profile.id,
+            args.name,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))));
+    }
+    let on = args.state == "on";
+    ami_device::modbus::write_control(&m.profile, &m.master, "cli", m.unit, &args.name, on)
+        .await
+        .map_err(|e| anyhow!("{} at {} address {}: {e}", args.name, m.media, m.unit))?;
+    println!("{} {} at {} address {}", args.name, args.state, m.media, m.unit);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    let OpenedMeter { profile, master, unit, media } = open_meter(&args.meter).await?;
     let outcome = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)
         .await
         .map_err(|e| anyhow!("meter {} at {media} address {unit}: {e}", args.meter_id))?;

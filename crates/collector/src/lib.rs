@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod run;
 pub mod schedule;
+pub mod status;
 pub mod store;
 
 /// An error caused by bad input (config, profile, arguments): the process exits with code 2.

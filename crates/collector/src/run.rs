@@ -73,6 +73,7 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
 /// What a store writer is handed.
 enum StoreMsg {
     Poll { readings: Vec<StoredReading>, status: PollStatus },
+    Counters(ami_link::BusStats),
 }
 
 /// Totals reported at exit.
@@ -106,7 +107,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let writer = std::thread::spawn(move || -> anyhow::Result<(u64, u64, u64)> {
         let (mut stored, mut ok, mut failed) = (0u64, 0u64, 0u64);
         for msg in rx {
-            let StoreMsg::Poll { readings, status } = msg;
+            let (readings, status) = match msg {
+                StoreMsg::Poll { readings, status } => (readings, status),
+                StoreMsg::Counters(stats) => {
+                    if let Err(e) = store.save_counters(&stats, Utc::now()) {
+                        warn!(bus = %stats.bus, "cannot save link counters: {e}");
+                    }
+                    continue;
+                }
+            };
             if status.error.is_none() {
                 ok += 1;
             } else {
@@ -248,6 +257,7 @@ async fn bus_loop(
                 return;
             }
         }
+        let _ = tx.send(StoreMsg::Counters(bus.stats()));
     }
 }
 

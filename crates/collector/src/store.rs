@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use ami_device::{Quality, Reading, Value, ValueKind};
+use ami_link::BusStats;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -38,6 +39,20 @@ CREATE TABLE IF NOT EXISTS meter_status (
     consecutive_failures INTEGER NOT NULL DEFAULT 0,
     reads_ok             INTEGER NOT NULL DEFAULT 0,
     reads_failed         INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS link_counters (
+    bus             TEXT    NOT NULL,
+    meter           TEXT    NOT NULL,   -- '' for the bus total
+    requests        INTEGER NOT NULL,
+    replies         INTEGER NOT NULL,
+    timeouts        INTEGER NOT NULL,
+    checksum_errors INTEGER NOT NULL,
+    retries         INTEGER NOT NULL,
+    rejected        INTEGER NOT NULL,
+    failures        INTEGER NOT NULL,
+    last_success_ms INTEGER,
+    updated_ms      INTEGER NOT NULL,
+    PRIMARY KEY (bus, meter)
 );
 CREATE VIEW IF NOT EXISTS readings_view AS
     SELECT meter, name, obis, COALESCE(value, text) AS value, unit,
@@ -143,6 +158,42 @@ impl Store {
         Ok(added)
     }
 
+    /// Records a snapshot of a bus's link counters (totals since the daemon started).
+    pub fn save_counters(&mut self, stats: &BusStats, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO link_counters (bus, meter, requests, replies, timeouts, checksum_errors, retries,
+                                            rejected, failures, last_success_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (bus, meter) DO UPDATE SET
+                    requests = excluded.requests, replies = excluded.replies, timeouts = excluded.timeouts,
+                    checksum_errors = excluded.checksum_errors, retries = excluded.retries,
+                    rejected = excluded.rejected, failures = excluded.failures,
+                    last_success_ms = excluded.last_success_ms, updated_ms = excluded.updated_ms",
+            )?;
+            let rows = std::iter::once(("", &stats.total)).chain(stats.meters.iter().map(|(m, c)| (m.as_str(), c)));
+            for (meter, c) in rows {
+                let last = c.last_success.map(|t| DateTime::<Utc>::from(t).timestamp_millis());
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                stmt.execute(params![
+                    stats.bus,
+                    meter,
+                    n(c.requests),
+                    n(c.replies),
+                    n(c.timeouts),
+                    n(c.checksum_errors),
+                    n(c.retries),
+                    n(c.rejected),
+                    n(c.failures),
+                    last,
+                    at.timestamp_millis(),
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
     /// Number of stored readings.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
@@ -224,6 +275,28 @@ mod tests {
         assert_eq!(rows[0].value, Value::Number(5.0));
         let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn link_counters_are_kept_per_bus_and_meter() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("site.db")).unwrap();
+        let mut stats = BusStats { bus: "b".into(), ..BusStats::default() };
+        stats.total.requests = 5;
+        stats.total.timeouts = 2;
+        stats.meters.insert("m".into(), ami_link::Counters { requests: 5, timeouts: 2, ..Default::default() });
+        s.save_counters(&stats, Utc::now()).unwrap();
+        stats.total.requests = 7;
+        s.save_counters(&stats, Utc::now()).unwrap();
+        let rows: Vec<(String, i64, i64)> = s
+            .conn
+            .prepare("SELECT meter, requests, timeouts FROM link_counters ORDER BY meter")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![("".into(), 7, 2), ("m".into(), 5, 2)]);
     }
 
     #[test]

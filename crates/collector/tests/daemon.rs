@@ -180,6 +180,22 @@ interval = "1s"
     assert!(err.contains("no reply"), "{err}");
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
+
+    // Link counters per bus and per meter are kept, and `amid status` shows them to an operator.
+    let (timeouts, replies): (i64, i64) = conn
+        .query_row("SELECT timeouts, replies FROM link_counters WHERE bus = 'a' AND meter = 'dead'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(timeouts >= 3 && replies == 0, "dead: {timeouts} timeouts, {replies} replies");
+    let pv_replies: i64 =
+        conn.query_row("SELECT replies FROM link_counters WHERE bus = 'b' AND meter = ''", [], |r| r.get(0)).unwrap();
+    assert!(pv_replies >= 5, "bus b replies {pv_replies}");
+    let out = amid().args(["status", "--config", config.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dead_line = text.lines().find(|l| l.starts_with("dead ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(dead_line.contains("never") && dead_line.contains("no reply"), "{dead_line}");
 }
 
 #[test]

@@ -87,3 +87,40 @@ fn simulate_rejects_bad_options_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn control_switches_the_simulated_relay_and_read_shows_it() {
+    let port = free_port();
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let mut child = amid()
+        .args(["simulate", "--profile", &profile(), "--listen", &listen, "--address", "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut child, "simulating");
+    let _sim = Proc(child);
+    let relay = || {
+        let out = amid()
+            .args(["read", "--profile", &profile(), "--media", &listen, "--address", "3", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json_lines(&out.stdout).into_iter().find(|l| l["name"] == "relay_state").unwrap()["value"].as_f64()
+    };
+    for (state, want) in [("off", 0.0), ("on", 1.0), ("off", 0.0)] {
+        let out = amid()
+            .args(["control", "--profile", &profile(), "--media", &listen, "--address", "3"])
+            .args(["--name", "relay", "--state", state])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(relay(), Some(want), "after --state {state}");
+    }
+    let out = amid()
+        .args(["control", "--profile", &profile(), "--media", &listen, "--address", "3"])
+        .args(["--name", "valve", "--state", "on"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no control \"valve\" (controls: relay)"));
+}
