@@ -14,6 +14,7 @@ use std::time::Duration;
 use ami_device::{Profile, ValueKind};
 use ami_link::backoff::Backoff;
 use ami_link::{Bus, BusConfig, BusHandle};
+use ami_media::{MediaUrl, Parity, SerialSettings};
 use ami_protocols::modbus::Master;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -167,11 +168,44 @@ struct MeterRun {
     failures: u32,
 }
 
+/// The media a bus opens: a serial URL that names no line settings takes them from the profiles of the
+/// meters on that line (a profile's `<line>` gives the model's factory settings), when they agree.
+pub fn effective_media(cfg: &BusCfg, meters: &[MeterPlan]) -> MediaUrl {
+    let MediaUrl::Serial { path, settings, explicit: false } = &cfg.media else { return cfg.media.clone() };
+    let mut s = *settings;
+    let mut chosen: Option<SerialSettings> = None;
+    for m in meters {
+        let line = &m.profile.line;
+        let mut want = SerialSettings::default();
+        want.baud = line.baud.unwrap_or(want.baud);
+        want.data_bits = line.data_bits.unwrap_or(want.data_bits);
+        want.stop_bits = line.stop_bits.unwrap_or(want.stop_bits);
+        want.parity = match line.parity.as_deref() {
+            Some("even") => Parity::Even,
+            Some("odd") => Parity::Odd,
+            _ => Parity::None,
+        };
+        match chosen {
+            None => chosen = Some(want),
+            Some(c) if c == want => {}
+            Some(c) => {
+                warn!(bus = %cfg.id, "meters on this line have different factory line settings ({c} vs {want}); \
+                      using {settings}: set baud/parity in the media URL");
+                return cfg.media.clone();
+            }
+        }
+    }
+    if let Some(c) = chosen {
+        s = c;
+    }
+    MediaUrl::Serial { path: path.clone(), settings: s, explicit: false }
+}
+
 /// Opens a bus's transport, retrying with back-off until it opens or shutdown is requested.
-async fn open_bus(cfg: &BusCfg, stop: &mut watch::Receiver<bool>) -> Option<BusHandle> {
+async fn open_bus(cfg: &BusCfg, media: &MediaUrl, stop: &mut watch::Receiver<bool>) -> Option<BusHandle> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        match ami_media::open(&cfg.media).await {
+        match ami_media::open(media).await {
             Ok(t) => {
                 info!(bus = %cfg.id, media = %t.describe(), "bus open");
                 let bc = BusConfig {
@@ -201,7 +235,8 @@ async fn bus_loop(
     tx: std_mpsc::Sender<StoreMsg>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(bus) = open_bus(&cfg, &mut stop).await else { return };
+    let media = effective_media(&cfg, &meters);
+    let Some(bus) = open_bus(&cfg, &media, &mut stop).await else { return };
     let master = Master::new(bus.clone(), cfg.framing);
     let now = Utc::now();
     let mut runs: Vec<MeterRun> = meters
@@ -230,7 +265,9 @@ async fn bus_loop(
             }
             let run = &mut runs[i];
             let m = &run.plan;
-            let master = master.clone().with_timeout(m.cfg.timeout);
+            // Meter config, then the profile's own timeout (slow models), then the bus default.
+            let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
+            let master = master.clone().with_timeout(timeout);
             let outcome = poll_meter(m, &master).await;
             let ended = Utc::now();
             let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
@@ -278,4 +315,33 @@ async fn poll_meter(m: &MeterPlan, master: &Master) -> Result<Vec<StoredReading>
             StoredReading { reading: r, kind }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn plan_for(media: &str, profiles: &[&str]) -> (BusCfg, Vec<MeterPlan>) {
+        let mut text = format!("[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"{media}\"\n");
+        for (i, p) in profiles.iter().enumerate() {
+            text.push_str(&format!("[[meter]]\nid = \"m{i}\"\nbus = \"b\"\nprofile = \"{p}\"\n"));
+        }
+        let cfg = Config::parse(&text, Path::new("/tmp/amid.toml")).unwrap();
+        let meters = plan_meters(&cfg).unwrap();
+        (cfg.buses[0].clone(), meters)
+    }
+
+    #[test]
+    fn serial_line_takes_the_profiles_factory_settings_unless_the_url_names_them() {
+        // SDM120 ships at 2400 baud.
+        let (bus, meters) = plan_for("serial:///dev/ttyUSB0", &["eastron-sdm120"]);
+        assert_eq!(effective_media(&bus, &meters).serial_settings().unwrap().baud, 2400);
+        let (bus, meters) = plan_for("serial:///dev/ttyUSB0?baud=19200", &["eastron-sdm120"]);
+        assert_eq!(effective_media(&bus, &meters).serial_settings().unwrap().baud, 19200);
+        // SDM120 (2400) and SDM630 (9600) disagree: the URL's defaults stay.
+        let (bus, meters) = plan_for("serial:///dev/ttyUSB0", &["eastron-sdm120", "eastron-sdm630"]);
+        assert_eq!(effective_media(&bus, &meters).serial_settings().unwrap().baud, 9600);
+    }
 }
