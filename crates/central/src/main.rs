@@ -1,0 +1,2 @@
+//! `ami-central`: see `ami-central --help`.
+fn main() {}
