@@ -134,8 +134,9 @@ impl<'a> Lines<'a> {
     fn locate(&self, pos: usize) -> (u32, u32) {
         let pos = pos.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= pos).max(1);
-        let start = self.starts.get(line - 1).copied().unwrap_or(0);
-        let col = self.text.get(start..pos).map_or(pos - start, |s| s.chars().count()) + 1;
+        let start = self.starts.get(line.saturating_sub(1)).copied().unwrap_or(0);
+        // `start <= pos` by the partition above; `get` refuses an offset inside a UTF-8 sequence.
+        let col = self.text.get(start..pos).map_or(pos.saturating_sub(start), |s| s.chars().count()) + 1;
         (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(col).unwrap_or(u32::MAX))
     }
 }

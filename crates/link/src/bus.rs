@@ -194,9 +194,10 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
-/// `from + d` without the overflow panic of an absurd configured duration (then: a year from now).
+/// `from + d` without the overflow panic of an absurd configured duration (then: a year from now, or
+/// `from` itself if even that does not fit).
 fn after(from: Instant, d: Duration) -> Instant {
-    from.checked_add(d).unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
+    from.checked_add(d).or_else(|| from.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(from)
 }
 
 /// Spawns bus owner tasks.
@@ -459,6 +460,7 @@ impl Driver {
                 match matcher.check(&buf) {
                     Check::Incomplete => break,
                     Check::Complete { len } if len > 0 && len <= buf.len() => {
+                        // `len <= buf.len()` by the match guard.
                         let rest = buf.split_off(len);
                         if !rest.is_empty() {
                             self.count_discarded(rest.len());
@@ -476,8 +478,9 @@ impl Driver {
                         )));
                     }
                     Check::Foreign { skip, what } => {
-                        // Always make progress, never past the buffer.
-                        let skip = skip.clamp(1, buf.len());
+                        // Always make progress, never past the buffer (the loop guard keeps `buf` non-empty,
+                        // so the clamp bounds are in order).
+                        let skip = skip.clamp(1, buf.len().max(1));
                         let dropped: Vec<u8> = buf.drain(..skip).collect();
                         self.count(meter, |c| c.rejected += 1);
                         self.count_discarded(skip);

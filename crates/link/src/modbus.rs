@@ -26,6 +26,7 @@ pub const MAX_PDU_LEN: usize = 253;
 /// Longest RTU ADU: address + [`MAX_PDU_LEN`] + CRC.
 pub const MAX_RTU_ADU_LEN: usize = 1 + MAX_PDU_LEN + 2;
 /// Largest MBAP length field: unit id + [`MAX_PDU_LEN`].
+// invariant: MAX_PDU_LEN is 253, so this compile-time cast is lossless.
 const MAX_MBAP_LENGTH: u16 = 1 + MAX_PDU_LEN as u16;
 /// MBAP header length including the unit id.
 pub const MBAP_HEADER_LEN: usize = 7;
@@ -424,7 +425,8 @@ pub fn decode_rtu_request(buf: &[u8]) -> Result<Option<RtuRequest>, FrameError> 
     };
     crc_ok(frame).map_err(|(expected, actual)| FrameError::Crc { expected, actual })?;
     let unit = frame.first().copied().unwrap_or_default();
-    let pdu = frame.get(1..len - 2).unwrap_or_default().to_vec();
+    // A known request length is at least 8 (unit, function, 4 data bytes, CRC), but say so in code.
+    let pdu = frame.get(1..len.saturating_sub(2)).unwrap_or_default().to_vec();
     Ok(Some(RtuRequest { len, unit, pdu }))
 }
 

@@ -217,6 +217,7 @@ impl<T: Transport> AsyncRead for FaultInjector<T> {
         if !small.filled().is_empty() {
             this.stats.split_reads += 1;
         }
+        // invariant: `small` holds at most `limit < want = buf.remaining()` bytes, so this cannot overflow.
         buf.put_slice(small.filled());
         Poll::Ready(Ok(()))
     }

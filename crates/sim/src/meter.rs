@@ -344,7 +344,7 @@ impl SimMeter {
                 .collect();
             spans.sort_unstable();
             for pair in spans.windows(2) {
-                let (end, next) = (pair[0].1, pair[1].0);
+                let &[(_, end), (next, _)] = pair else { continue };
                 if next > end && next - end <= max_gap {
                     for r in end..next {
                         if !self.map.is_defined(table, r) {

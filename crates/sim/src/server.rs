@@ -374,7 +374,7 @@ impl Session {
     fn bound_buffer(&mut self) {
         if self.buf.len() > MAX_BUFFER {
             // Cannot happen with a deframer that bounds lengths, but never grow without limit.
-            let excess = self.buf.len() - MAX_BUFFER;
+            let excess = self.buf.len().saturating_sub(MAX_BUFFER);
             let dropped: Vec<u8> = self.buf.drain(..excess).collect();
             self.note_garbage(&dropped);
             self.flush_garbage_log("buffer overflow");

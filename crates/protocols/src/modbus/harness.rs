@@ -59,7 +59,7 @@ fn frames(buf: &[u8]) {
             assert_eq!(frame.first(), Some(&other.unit), "RTU matcher accepted a reply from another unit");
         }
     }
-    let transaction = buf.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let transaction = be16_at(buf, 0);
     let tcp_unit = buf.get(6).copied().unwrap_or(0);
     let tcp_function = buf.get(7).copied().unwrap_or(3);
     let matcher = TcpReplyMatcher { transaction, unit: tcp_unit, function: tcp_function };
@@ -71,6 +71,14 @@ fn frames(buf: &[u8]) {
     }
     let wrong = TcpReplyMatcher { transaction: transaction.wrapping_add(1), ..matcher };
     assert!(matched(&wrong, buf).is_none(), "TCP matcher accepted another transaction id");
+}
+
+/// The big-endian u16 at `at`, 0 when the bytes are not there.
+fn be16_at(buf: &[u8], at: usize) -> u16 {
+    match (buf.get(at), buf.get(at.saturating_add(1))) {
+        (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    }
 }
 
 /// Runs a matcher and checks that its verdict is usable by the bus: a complete reply lies inside the
@@ -116,8 +124,7 @@ fn requests_for(p: &[u8]) -> Vec<Request> {
     let (Some(&function), count) = (p.first(), p.get(1).copied().unwrap_or(0)) else {
         return out;
     };
-    let u16_at = |at: usize| p.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    let (address, second) = (u16_at(1), u16_at(3));
+    let (address, second) = (be16_at(p, 1), be16_at(p, 3));
     let function = function & 0x7F;
     let bits = (u16::from(count) * 8).saturating_sub(u16::from(p.last().copied().unwrap_or(0) % 8));
     out.push(match function {
@@ -154,7 +161,10 @@ fn check_response(req: &Request, p: &[u8]) {
 
 /// `data` as registers, decoded with every type, order and a few scales.
 fn values(data: &[u8]) {
-    let regs: Vec<u16> = data.chunks(2).map(|c| u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])).collect();
+    let regs: Vec<u16> = data
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+        .collect();
     let scale = data.first().map_or(1.0, |b| f64::from(*b) - 128.0);
     for ty in ValueType::ALL {
         for word_order in WordOrder::ALL {

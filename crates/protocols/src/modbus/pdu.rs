@@ -321,6 +321,11 @@ fn u16_at(pdu: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([hi, lo]))
 }
 
+/// Big-endian 16-bit words of `bytes`; an odd trailing byte is ignored (callers check the length).
+fn be_words(bytes: &[u8]) -> Vec<u16> {
+    bytes.chunks_exact(2).filter_map(|c| <[u8; 2]>::try_from(c).ok()).map(u16::from_be_bytes).collect()
+}
+
 fn push_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
@@ -586,7 +591,7 @@ impl Request {
                         .ok_or_else(|| PduError::Invalid("coil data truncated".into()))?;
                     Request::WriteMultipleCoils { address, values }
                 } else {
-                    let values = values.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                    let values = be_words(values);
                     Request::WriteMultipleRegisters { address, values }
                 }
             }
@@ -642,7 +647,7 @@ impl Request {
             }
             Request::ReadHoldingRegisters { quantity, .. } | Request::ReadInputRegisters { quantity, .. } => {
                 let body = read_body(function, pdu, usize::from(*quantity) * 2, "registers", *quantity)?;
-                Ok(Response::Registers(body.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
+                Ok(Response::Registers(be_words(body)))
             }
             Request::WriteSingleCoil { address, value } => {
                 check_echo(function, pdu, *address, if *value { COIL_ON } else { COIL_OFF }, "value")

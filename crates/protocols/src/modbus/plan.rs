@@ -168,7 +168,8 @@ pub fn plan(items: &[Item], max_block: u16, max_gap: u16) -> Vec<Block> {
             if let Some((b_start, b_end, members)) = open.as_mut() {
                 let gap = start.saturating_sub(*b_end);
                 let new_end = (*b_end).max(end);
-                if gap <= u32::from(max_gap) && new_end - *b_start <= limit {
+                // Items come sorted by address, so the block start is never past its end.
+                if gap <= u32::from(max_gap) && new_end.saturating_sub(*b_start) <= limit {
                     *b_end = new_end;
                     members.push(i);
                     continue;
@@ -191,7 +192,7 @@ fn close(table: Table, (start, end, members): (u32, u32, Vec<usize>)) -> Block {
     Block {
         table,
         address: u16::try_from(start).unwrap_or(u16::MAX),
-        count: u16::try_from(end - start).unwrap_or(u16::MAX),
+        count: u16::try_from(end.saturating_sub(start)).unwrap_or(u16::MAX),
         members,
     }
 }
