@@ -6,7 +6,13 @@
 //! - A batch of readings is written in one transaction: after a crash either all of a poll's readings are
 //!   there or none of them (and the poll is repeated at the next slot).
 //! - The database runs in WAL mode with `synchronous=FULL`: a committed transaction survives a power cut.
-//! - Rows are only ever added here; marking rows as sent and the size bound belong to the uplink.
+//! - A row leaves the unsent set only when the central store acknowledged the batch that carried it
+//!   ([`Store::mark_sent`]); a crash between upload and acknowledgement re-sends it, and the central
+//!   store's upsert by the same key makes that harmless (at-least-once delivery, exactly-once storage).
+//! - The store is bounded ([`Store::enforce_limit`]): when it is over its size it first deletes rows that
+//!   were already sent, then thins old unsent instantaneous values to one per hour, then to one per day
+//!   per series, and only as the last resort drops the oldest unsent counter values; every row dropped
+//!   unsent is counted ([`Store::dropped_total`]), logged and reported in the heartbeat.
 
 use std::path::Path;
 
@@ -54,6 +60,22 @@ CREATE TABLE IF NOT EXISTS link_counters (
     updated_ms      INTEGER NOT NULL,
     PRIMARY KEY (bus, meter)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id            INTEGER PRIMARY KEY,   -- the central store's command id
+    meter         TEXT    NOT NULL,
+    action        TEXT    NOT NULL,      -- ami_wire::Action as JSON
+    status        TEXT    NOT NULL,      -- received | running | done | failed
+    received_ms   INTEGER NOT NULL,
+    receipt_acked INTEGER NOT NULL DEFAULT 0,
+    ok            INTEGER,
+    message       TEXT,
+    finished_ms   INTEGER,
+    result_acked  INTEGER NOT NULL DEFAULT 0
+);
 CREATE VIEW IF NOT EXISTS readings_view AS
     SELECT meter, name, obis, COALESCE(value, text) AS value, unit,
            strftime('%Y-%m-%dT%H:%M:%fZ', ts_ms / 1000.0, 'unixepoch') AS ts, quality, kind, sent
@@ -97,6 +119,16 @@ fn kind_text(kind: ValueKind) -> &'static str {
 }
 
 impl Store {
+    /// The underlying connection (for the outbox and status queries in this crate).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The underlying connection, mutably (transactions).
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Opens (creating if needed) the store at `path`, in WAL mode.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
