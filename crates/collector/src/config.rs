@@ -76,6 +76,39 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// `[uplink]`: where and how readings go to the central store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkCfg {
+    /// Base URL of ami-central, `https://…` (or `http://` on loopback for tests and the demo).
+    pub url: String,
+    /// The site's bearer token (read from `token_file`, or `token` inline).
+    pub token: String,
+    /// How often a batch (or a heartbeat) goes up when there is no backlog. Default 60 s.
+    pub interval: Duration,
+    /// Readings per batch. Default 5000.
+    pub batch: usize,
+    /// Request timeout. Default 30 s.
+    pub timeout: Duration,
+    /// Extra trust anchors (PEM) for a private PKI.
+    pub ca_file: Option<PathBuf>,
+    /// Pinned server certificates: SHA-256 of the DER certificate, hex. When set, only these certificates
+    /// are accepted (no CA check), which is how a self-signed head end is trusted.
+    pub pin_sha256: Vec<[u8; 32]>,
+}
+
+/// `[store]`: the bound of the site store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCfg {
+    /// Largest size of the readings database in bytes. Default 256 MiB.
+    pub max_size: u64,
+}
+
+impl Default for StoreCfg {
+    fn default() -> Self {
+        Self { max_size: 256 * 1024 * 1024 }
+    }
+}
+
 /// The whole site configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -83,6 +116,10 @@ pub struct Config {
     pub path: PathBuf,
     /// `[site]`.
     pub site: Site,
+    /// `[uplink]`, if the site sends to a central store.
+    pub uplink: Option<UplinkCfg>,
+    /// `[store]`.
+    pub store: StoreCfg,
     /// `[[bus]]` in file order.
     pub buses: Vec<BusCfg>,
     /// `[[meter]]` in file order.
@@ -138,8 +175,30 @@ pub struct MeterCfg {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawUplink {
+    url: Spanned<String>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    batch: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pin_sha256: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_size: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConfig {
     site: Spanned<RawSite>,
+    uplink: Option<Spanned<RawUplink>>,
+    store: Option<Spanned<RawStore>>,
     #[serde(default)]
     bus: Vec<Spanned<RawBus>>,
     #[serde(default)]
@@ -196,6 +255,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range (must be > 0 and at most a year)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size like `256MB`, `1GiB`, `500kB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (expected e.g. 256MB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        u => return Err(format!("unknown size unit {u:?} in {s:?} (expected B, kB, MB, GB, KiB, MiB, GiB)")),
+    };
+    let v = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    if v < 64 * 1024 {
+        return Err(format!("{s:?} is too small (at least 64KiB)"));
+    }
+    Ok(v)
+}
+
+/// Parses a hex SHA-256 fingerprint (64 hex digits; `:` separators allowed).
+pub fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return Err(format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)"));
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|b| u8::from_str_radix(b, 16).ok())
+            .ok_or_else(|| format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)"))?;
+    }
+    Ok(out)
 }
 
 /// 1-based line of a byte offset.
@@ -366,8 +464,82 @@ impl Config {
             });
         }
 
+        let uplink = raw.uplink.map(|u| {
+            let u = u.into_inner();
+            let url = u.url.get_ref().trim_end_matches('/').to_string();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                err(u.url.span(), "uplink.url".into(), format!("{url:?} (expected https://host[:port])"));
+            }
+            let token = match (&u.token, &u.token_file) {
+                (Some(t), None) => t.get_ref().trim().to_string(),
+                (None, Some(f)) => {
+                    let p = base.join(f.get_ref());
+                    match std::fs::read_to_string(&p) {
+                        Ok(t) => t.trim().to_string(),
+                        Err(e) => {
+                            err(f.span(), "uplink.token_file".into(), format!("cannot read {}: {e}", p.display()));
+                            String::new()
+                        }
+                    }
+                }
+                (Some(t), Some(_)) => {
+                    err(t.span(), "uplink.token".into(), "give token or token_file, not both".into());
+                    String::new()
+                }
+                (None, None) => {
+                    err(u.url.span(), "uplink".into(), "missing token_file (or token)".into());
+                    String::new()
+                }
+            };
+            let mut dur = |v: &Option<Spanned<String>>, k: &str, default: Duration| match v {
+                None => default,
+                Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|m| {
+                    err(s.span(), format!("uplink.{k}"), m);
+                    default
+                }),
+            };
+            let interval = dur(&u.interval, "interval", Duration::from_secs(60));
+            let timeout = dur(&u.timeout, "timeout", Duration::from_secs(30));
+            let batch = match &u.batch {
+                None => 5000,
+                Some(b) => match usize::try_from(*b.get_ref()) {
+                    Ok(n) if (1..=ami_wire::MAX_READINGS_PER_BATCH).contains(&n) => n,
+                    _ => {
+                        err(b.span(), "uplink.batch".into(), format!("{} (expected 1..=100000)", b.get_ref()));
+                        5000
+                    }
+                },
+            };
+            let mut pins = Vec::new();
+            for p in &u.pin_sha256 {
+                match parse_pin(p.get_ref()) {
+                    Ok(pin) => pins.push(pin),
+                    Err(m) => err(p.span(), "uplink.pin_sha256".into(), m),
+                }
+            }
+            UplinkCfg {
+                url,
+                token,
+                interval,
+                batch,
+                timeout,
+                ca_file: u.ca_file.as_ref().map(|f| base.join(f.get_ref())),
+                pin_sha256: pins,
+            }
+        });
+        let store = match raw.store.map(Spanned::into_inner).and_then(|s| s.max_size) {
+            None => StoreCfg::default(),
+            Some(m) => match parse_size(m.get_ref()) {
+                Ok(max_size) => StoreCfg { max_size },
+                Err(msg) => {
+                    err(m.span(), "store.max_size".into(), msg);
+                    StoreCfg::default()
+                }
+            },
+        };
+
         if errors.is_empty() {
-            Ok(Config { path: path.to_path_buf(), site, buses, meters })
+            Ok(Config { path: path.to_path_buf(), site, uplink, store, buses, meters })
         } else {
             Err(ConfigErrors(errors))
         }
@@ -388,6 +560,21 @@ id = "substation-4"
 data_dir = "/var/lib/ami"
 # Extra directories searched for device profiles before the defaults (./devices, /usr/share/ami/devices).
 # profile_dirs = ["/etc/ami/devices"]
+
+# The central store this site sends its readings to (dial-out: the site needs no public address).
+[uplink]
+url = "https://central.example.net"
+token_file = "/etc/ami/token"  # the site token from `ami-central token add SITE`
+# interval = "60s"             # send (or heartbeat) at least this often (default 60s)
+# batch = 5000                 # readings per batch (default 5000)
+# ca_file = "/etc/ami/ca.pem"  # extra trust anchors for a private PKI
+# pin_sha256 = ["3f:a1:…"]     # accept only this server certificate (SHA-256 of its DER)
+
+[store]
+# The site store keeps readings until the central store acknowledged them. When it reaches this size it
+# deletes delivered rows first, then thins old unsent instantaneous values (one per hour, then one per
+# day), and only then drops the oldest energy values, counting and reporting every row dropped.
+max_size = "256MB"
 
 # One [[bus]] per physical line or TCP connection. Meters on one bus are polled one at a time;
 # buses are polled in parallel.
@@ -429,7 +616,10 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let c = parse(EXAMPLE).unwrap();
+        let c = parse(&EXAMPLE.replace("token_file = \"/etc/ami/token\"", "token = \"t\"")).unwrap();
+        let u = c.uplink.as_ref().unwrap();
+        assert_eq!((u.url.as_str(), u.token.as_str(), u.batch), ("https://central.example.net", "t", 5000));
+        assert_eq!(c.store.max_size, 256_000_000);
         assert_eq!(c.site.id, "substation-4");
         assert_eq!(c.buses.len(), 2);
         assert_eq!(c.buses[0].framing, Framing::Rtu);

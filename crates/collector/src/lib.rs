@@ -12,6 +12,7 @@ pub mod run;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod uplink;
 
 /// An error caused by bad input (config, profile, arguments): the process exits with code 2.
 #[derive(Debug)]

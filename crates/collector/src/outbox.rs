@@ -438,9 +438,9 @@ mod tests {
     fn commands_run_at_most_once_and_results_wait_for_acknowledgement() {
         let (_d, mut s) = open();
         let c = Command { id: 7, meter: "m".into(), action: Action::Control { name: "relay".into(), on: false } };
-        assert_eq!(s.add_commands(&[c.clone()], 1).unwrap().len(), 1);
+        assert_eq!(s.add_commands(std::slice::from_ref(&c), 1).unwrap().len(), 1);
         // Delivered again (the receipt was not acknowledged yet): not new.
-        assert!(s.add_commands(&[c.clone()], 2).unwrap().is_empty());
+        assert!(s.add_commands(std::slice::from_ref(&c), 2).unwrap().is_empty());
         assert_eq!(s.runnable_commands().unwrap(), vec![c.clone()]);
         assert!(s.claim_command(7).unwrap());
         assert!(!s.claim_command(7).unwrap(), "a command is claimed once");

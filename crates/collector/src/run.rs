@@ -16,9 +16,12 @@ use ami_link::backoff::Backoff;
 use ami_link::{Bus, BusConfig, BusHandle};
 use ami_media::{MediaUrl, Parity, SerialSettings};
 use ami_protocols::modbus::Master;
+use ami_wire::{Action, Command};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::uplink::{clock_trusted, system_clock, Clock, Uplink};
 use tracing::{error, info, warn};
 
 use crate::config::{BusCfg, Config, MeterCfg};
@@ -75,6 +78,7 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
 enum StoreMsg {
     Poll { readings: Vec<StoredReading>, status: PollStatus },
     Counters(ami_link::BusStats),
+    CommandDone { id: i64, ok: bool, message: String, at_ms: i64 },
 }
 
 /// Totals reported at exit.
@@ -95,16 +99,30 @@ pub fn store_path(data_dir: &std::path::Path) -> PathBuf {
 
 /// Runs the daemon until `shutdown` resolves. Returns the totals.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<RunSummary> {
+    run_with_clock(config, shutdown, system_clock()).await
+}
+
+/// [`run`] with an injected clock (tests start it in 1970 to show readings are held).
+pub async fn run_with_clock(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    clock: Clock,
+) -> anyhow::Result<RunSummary> {
     let meters = plan_meters(&config).map_err(|e| anyhow::anyhow!(crate::BadInput(e.join("\n"))))?;
     std::fs::create_dir_all(&config.site.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.site.data_dir.display()))?;
     let db = store_path(&config.site.data_dir);
     let mut store = Store::open(&db).with_context(|| format!("cannot open store {}", db.display()))?;
+    let interrupted = store.fail_interrupted_commands(clock().timestamp_millis())?;
+    if interrupted > 0 {
+        warn!(commands = interrupted, "commands interrupted by the last stop are reported failed, not repeated");
+    }
     info!(site = %config.site.id, store = %db.display(), buses = config.buses.len(), meters = meters.len(), "amid starting");
 
     // The writer: one thread owns the connection; it commits each poll in one transaction and ends when
     // every sender is gone, after draining what it was handed.
     let (tx, rx) = std_mpsc::channel::<StoreMsg>();
+    let max_size = config.store.max_size;
     let writer = std::thread::spawn(move || -> anyhow::Result<(u64, u64, u64)> {
         let (mut stored, mut ok, mut failed) = (0u64, 0u64, 0u64);
         for msg in rx {
@@ -116,6 +134,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                     }
                     continue;
                 }
+                StoreMsg::CommandDone { id, ok, message, at_ms } => {
+                    store.finish_command(id, ok, &message, at_ms).context("store write failed")?;
+                    continue;
+                }
             };
             if status.error.is_none() {
                 ok += 1;
@@ -125,32 +147,64 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             let n = store.insert(&readings, Some(&status)).context("store write failed")?;
             stored += n as u64;
             tracing::debug!(meter = %status.meter, values = readings.len(), new = n, "committed");
+            if let Err(e) = store.enforce_limit(max_size) {
+                warn!("cannot enforce the store size limit: {e}");
+            }
         }
         Ok((stored, ok, failed))
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut routes: HashMap<String, mpsc::Sender<Command>> = HashMap::new();
     for bus in &config.buses {
         let on_bus: Vec<MeterPlan> = meters.iter().filter(|m| m.cfg.bus == bus.id).cloned().collect();
         if on_bus.is_empty() {
             warn!(bus = %bus.id, "bus has no meters");
             continue;
         }
-        tasks.push(tokio::spawn(bus_loop(bus.clone(), on_bus, tx.clone(), stop_rx.clone())));
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        for m in &on_bus {
+            routes.insert(m.cfg.id.clone(), cmd_tx.clone());
+        }
+        let ctx = BusCtx { tx: tx.clone(), stop: stop_rx.clone(), commands: cmd_rx, clock: clock.clone() };
+        tasks.push(tokio::spawn(bus_loop(bus.clone(), on_bus, ctx)));
     }
+
+    let notify = Arc::new(Notify::new());
+    let mut uplink_task = None;
+    if let Some(up) = &config.uplink {
+        let uplink = Arc::new(Uplink {
+            cfg: up.clone(),
+            site: config.site.id.clone(),
+            db: db.clone(),
+            meter_bus: meters.iter().map(|m| (m.cfg.id.clone(), m.cfg.bus.clone())).collect(),
+            clock: clock.clone(),
+            commands: notify.clone(),
+        });
+        uplink_task = Some(tokio::spawn(uplink.run(stop_rx.clone())));
+    } else {
+        info!("no [uplink] configured: readings stay in the site store");
+    }
+    let dispatcher =
+        tokio::spawn(dispatch_commands(db.clone(), routes, notify, tx.clone(), clock.clone(), stop_rx.clone()));
     drop(tx);
 
     shutdown.await;
     info!("shutdown requested: finishing polls in flight and committing");
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let _ = tokio::time::timeout_at(deadline, dispatcher).await;
     for t in tasks {
         match tokio::time::timeout_at(deadline, t).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => error!("bus task failed: {e}"),
             Err(_) => warn!("a poll did not finish within the shutdown grace period; it was abandoned"),
         }
+    }
+    if let Some(t) = uplink_task {
+        // A batch in flight is either acknowledged and marked, or sent again after the restart.
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     let (stored, ok, failed) = tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -159,6 +213,62 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let summary = RunSummary { polls_ok: ok, polls_failed: failed, readings_stored: stored };
     info!(polls_ok = ok, polls_failed = failed, readings_stored = stored, "amid stopped; store committed");
     Ok(summary)
+}
+
+/// Hands received commands to the bus of their meter, claiming each one first so it runs at most once.
+async fn dispatch_commands(
+    db: PathBuf,
+    routes: HashMap<String, mpsc::Sender<Command>>,
+    notify: Arc<Notify>,
+    tx: std_mpsc::Sender<StoreMsg>,
+    clock: Clock,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let db2 = db.clone();
+        let claimed = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Command>> {
+            let mut store = Store::open(&db2)?;
+            let mut out = Vec::new();
+            for c in store.runnable_commands()? {
+                if store.claim_command(c.id)? {
+                    out.push(c);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
+        match claimed {
+            Ok(commands) => {
+                for c in commands {
+                    info!(id = c.id, meter = %c.meter, action = ?c.action, "running command");
+                    let refused = match routes.get(&c.meter) {
+                        None => Some(format!("unknown meter {:?} at this site", c.meter)),
+                        Some(route) => route.send(c.clone()).await.err().map(|_| "the meter's bus is stopping".into()),
+                    };
+                    if let Some(message) = refused {
+                        warn!(id = c.id, "command failed: {message}");
+                        let at_ms = clock().timestamp_millis();
+                        let _ = tx.send(StoreMsg::CommandDone { id: c.id, ok: false, message, at_ms });
+                    }
+                }
+            }
+            Err(e) => warn!("cannot read commands from the store: {e:#}"),
+        }
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// What a bus task is handed besides its meters.
+struct BusCtx {
+    tx: std_mpsc::Sender<StoreMsg>,
+    stop: watch::Receiver<bool>,
+    commands: mpsc::Receiver<Command>,
+    clock: Clock,
 }
 
 struct MeterRun {
@@ -229,16 +339,12 @@ async fn open_bus(cfg: &BusCfg, media: &MediaUrl, stop: &mut watch::Receiver<boo
     }
 }
 
-async fn bus_loop(
-    cfg: BusCfg,
-    meters: Vec<MeterPlan>,
-    tx: std_mpsc::Sender<StoreMsg>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
+    let BusCtx { tx, mut stop, mut commands, clock } = ctx;
     let media = effective_media(&cfg, &meters);
     let Some(bus) = open_bus(&cfg, &media, &mut stop).await else { return };
     let master = Master::new(bus.clone(), cfg.framing);
-    let now = Utc::now();
+    let now = clock();
     let mut runs: Vec<MeterRun> = meters
         .into_iter()
         .map(|plan| MeterRun {
@@ -250,13 +356,20 @@ async fn bus_loop(
         .collect();
     loop {
         let Some(due) = runs.iter().map(|r| r.next).min() else { return };
-        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        let wait = (due - clock()).to_std().unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            Some(cmd) = commands.recv() => {
+                let done = run_command(&runs, &master, &cmd, &tx, &clock).await;
+                let (ok, message) = match done { Ok(m) => (true, m), Err(m) => (false, m) };
+                if ok { info!(id = cmd.id, "command done: {message}") } else { warn!(id = cmd.id, "command failed: {message}") }
+                let _ = tx.send(StoreMsg::CommandDone { id: cmd.id, ok, message, at_ms: clock().timestamp_millis() });
+                continue;
+            }
             _ = stop.changed() => return,
         }
         // Meters on one bus in turn, earliest due first.
-        let now = Utc::now();
+        let now = clock();
         let mut order: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].next <= now).collect();
         order.sort_by_key(|&i| runs[i].next);
         for i in order {
@@ -265,11 +378,8 @@ async fn bus_loop(
             }
             let run = &mut runs[i];
             let m = &run.plan;
-            // Meter config, then the profile's own timeout (slow models), then the bus default.
-            let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
-            let master = master.clone().with_timeout(timeout);
-            let outcome = poll_meter(m, &master).await;
-            let ended = Utc::now();
+            let outcome = poll_meter(m, &master, &clock).await;
+            let ended = clock();
             let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
             match &outcome {
                 Ok(readings) => {
@@ -298,11 +408,60 @@ async fn bus_loop(
     }
 }
 
-/// Reads every value of one meter; `Err` when the meter did not answer at all.
-async fn poll_meter(m: &MeterPlan, master: &Master) -> Result<Vec<StoredReading>, String> {
-    let outcome = ami_device::modbus::read_modbus(&m.profile, master, &m.cfg.id, m.address, Utc::now)
+/// Runs one command on this bus; `Ok` carries the message for the operator.
+async fn run_command(
+    runs: &[MeterRun],
+    master: &Master,
+    cmd: &Command,
+    tx: &std_mpsc::Sender<StoreMsg>,
+    clock: &Clock,
+) -> Result<String, String> {
+    let Some(m) = runs.iter().map(|r| &r.plan).find(|p| p.cfg.id == cmd.meter) else {
+        return Err(format!("meter {:?} is not on this bus", cmd.meter));
+    };
+    match &cmd.action {
+        Action::ReadNow => {
+            let readings = poll_meter(m, master, clock).await?;
+            let n = readings.len();
+            let status = PollStatus { meter: m.cfg.id.clone(), at: clock(), error: None };
+            tx.send(StoreMsg::Poll { readings, status }).map_err(|_| "the store is closing".to_string())?;
+            Ok(format!("read {n} values"))
+        }
+        Action::Control { name, on } => {
+            let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
+            ami_device::modbus::write_control(
+                &m.profile,
+                &master.clone().with_timeout(timeout),
+                &m.cfg.id,
+                m.address,
+                name,
+                *on,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(format!("{name} switched {}", if *on { "on" } else { "off" }))
+        }
+        Action::SetClock => Err(format!(
+            "set clock is not supported by {} ({} meters over Modbus have no settable clock in their profile)",
+            m.profile.id, m.profile.model
+        )),
+    }
+}
+
+/// Reads every value of one meter; `Err` when the meter did not answer at all. Readings taken while the
+/// site clock is not trustworthy are flagged `clock_untrusted`.
+async fn poll_meter(m: &MeterPlan, master: &Master, clock: &Clock) -> Result<Vec<StoredReading>, String> {
+    // Meter config, then the profile's own timeout (slow models), then the bus default.
+    let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
+    let master = master.clone().with_timeout(timeout);
+    let mut outcome = ami_device::modbus::read_modbus(&m.profile, &master, &m.cfg.id, m.address, || clock())
         .await
         .map_err(|e| e.to_string())?;
+    if !clock_trusted(clock()) {
+        for r in &mut outcome.readings {
+            r.quality.clock_untrusted = true;
+        }
+    }
     if let Some(first) = outcome.errors.first() {
         warn!(meter = %m.cfg.id, missing = outcome.errors.len(), "values not read, first: {first}");
     }
