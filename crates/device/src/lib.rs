@@ -54,6 +54,9 @@
 //! A later protocol adds its own source element (`<dlms class="3" obis="…" attribute="2"/>`,
 //! `<mbus …/>`) and its own options element beside `<modbus>`; everything else stays the same.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod harness;
 mod library;
 pub mod modbus;
 mod model;

@@ -14,6 +14,9 @@
 //! Panic contract: no byte sequence from a client panics anything here; bad frames are resynchronised
 //! (RTU) or close the connection (MBAP), bad requests get Modbus exceptions.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod harness;
 mod meter;
 mod model;
 mod server;

@@ -31,7 +31,7 @@ use crate::{SimError, SimMeter};
 /// Unit address 0: an RTU broadcast (writes only, never answered).
 const BROADCAST: u8 = 0;
 /// Bytes kept while waiting for a frame; more than any Modbus ADU (RTU 256, MBAP 260) plus slack.
-const MAX_BUFFER: usize = 1024;
+pub(crate) const MAX_BUFFER: usize = 1024;
 /// Bytes of dropped garbage shown in the resynchronisation log line.
 const GARBAGE_SHOWN: usize = 32;
 /// A partial frame older than this is discarded on a TCP connection (no line timing there).

@@ -1,16 +1,17 @@
 //! Decoder harness shared by the cargo-fuzz target `modbus_codec` (`fuzz/`) and a seeded noise test, so
 //! CI runs the same code without cargo-fuzz. Built for tests and with the `fuzzing` feature only.
 //!
-//! [`modbus_codec`] feeds one byte string to every Modbus decoder: RTU and TCP request framing, both reply
-//! matchers and ADU strippers of `ami_link::modbus`, [`Request::decode`], [`Request::decode_response`] for a
-//! few fixed requests and for the request the bytes would answer, and [`Encoding::decode`] for every type
-//! and order. The bytes are also wrapped in a valid CRC and a valid MBAP header so that mutations reach the
+//! [`modbus_codec`] feeds one byte string to every Modbus decoder: RTU and TCP request framing, the reply
+//! matchers (RTU, RTU with the exact reply length, TCP) and ADU strippers of `ami_link::modbus`,
+//! [`Request::decode`], [`Request::decode_response`] for a few fixed requests and for the request the bytes
+//! would answer, and [`Encoding::decode`] for every type and order. The bytes are also wrapped in a valid CRC and a valid MBAP header so that mutations reach the
 //! PDU decoders behind the checksum gates. It panics (on purpose: that is what a fuzzer reports) when a
 //! decoder panics or breaks one of the invariants the bus and the master rely on.
 
 use ami_link::crc::crc16_modbus;
 use ami_link::modbus::{
-    decode_rtu_request, decode_tcp_frame, encode_tcp, rtu_reply_pdu, tcp_reply_pdu, RtuReplyMatcher, TcpReplyMatcher,
+    decode_rtu_request, decode_tcp_frame, encode_tcp, rtu_reply_pdu, tcp_reply_pdu, RtuExactReplyMatcher,
+    RtuReplyMatcher, TcpReplyMatcher,
 };
 use ami_link::{Check, ReplyMatcher};
 
@@ -53,6 +54,11 @@ fn frames(buf: &[u8]) {
                 pdu(p);
             }
         }
+        // The same with the exact reply length the master derives from its request: the whole buffer,
+        // and the lengths of a write echo (8), an exception (5) and a 2-register read (9).
+        for reply_len in [buf.len(), 8, 5, 9] {
+            exact(RtuExactReplyMatcher { base: matcher, reply_len }, buf);
+        }
         // Another unit: the buffer is foreign or garbage, never our reply.
         let other = RtuReplyMatcher { unit: unit.wrapping_add(1), function: f };
         if let Some(frame) = matched(&other, buf) {
@@ -71,6 +77,28 @@ fn frames(buf: &[u8]) {
     }
     let wrong = TcpReplyMatcher { transaction: transaction.wrapping_add(1), ..matcher };
     assert!(matched(&wrong, buf).is_none(), "TCP matcher accepted another transaction id");
+}
+
+/// [`RtuExactReplyMatcher`] agrees with its base matcher except that a complete normal reply of another
+/// length becomes a foreign frame of exactly that length (a late reply the bus skips); an exception reply
+/// is always accepted.
+fn exact(m: RtuExactReplyMatcher, buf: &[u8]) {
+    let verdict = m.check(buf);
+    // The bus's invariants hold for the exact matcher on its own.
+    matched(&m, buf);
+    match (m.base.check(buf), verdict) {
+        (Check::Complete { len }, Check::Complete { len: got }) => {
+            let exception = buf.get(1).is_some_and(|f| f & 0x80 != 0);
+            assert_eq!(len, got, "exact matcher changed the reply length");
+            assert!(exception || len == m.reply_len, "exact matcher accepted {len} bytes, expected {}", m.reply_len);
+        }
+        (Check::Complete { len }, Check::Foreign { skip, .. }) => {
+            assert_eq!(skip, len, "a late reply is skipped whole");
+            assert_ne!(len, m.reply_len, "exact matcher refused a reply of the expected length");
+            assert!(buf.get(1).is_some_and(|f| f & 0x80 == 0), "exact matcher refused an exception reply");
+        }
+        (base, verdict) => assert_eq!(base, verdict, "exact matcher differs from its base on a non-reply"),
+    }
 }
 
 /// The big-endian u16 at `at`, 0 when the bytes are not there.

@@ -1,0 +1,164 @@
+//! Profile parser harness shared by the cargo-fuzz target `profile_xml` (`fuzz/`) and a seeded mutation
+//! test, so CI runs the same code without cargo-fuzz. Built for tests and with the `fuzzing` feature only.
+//!
+//! [`profile_xml`] reads arbitrary bytes as (lossy) UTF-8 text and parses it as a profile. It panics (on
+//! purpose: that is what a fuzzer reports) when the parser panics or breaks a promise callers rely on:
+//! a refused profile has at least one error, every error points at a real `line:col` of the text and names
+//! the file, errors come sorted by position; an accepted profile has unique value names and OBIS codes,
+//! and its Modbus read plan covers every value exactly once with requests that encode.
+
+use std::collections::HashSet;
+
+use crate::modbus::plan_modbus;
+use crate::{parse_profile, ValueSource};
+
+/// The file name the harness passes to the parser (and expects back in every error).
+const FILE: &str = "fuzz/profile.xml";
+
+/// Parses `data` as a profile and checks the parser's promises. Panics only on a bug.
+pub fn profile_xml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match parse_profile(&text, FILE) {
+        Ok(profile) => accepted(&profile),
+        Err(errors) => refused(&text, &errors),
+    }
+}
+
+fn refused(text: &str, errors: &[crate::ProfileError]) {
+    assert!(!errors.is_empty(), "a refused profile must say why");
+    // `Lines::locate` counts lines from 1; the last possible line is the one after the last newline.
+    let lines = u32::try_from(text.bytes().filter(|&b| b == b'\n').count().saturating_add(1)).unwrap_or(u32::MAX);
+    let mut previous = (0, 0);
+    for e in errors {
+        assert_eq!(e.file, FILE, "error names another file: {e}");
+        assert!(e.line >= 1 && e.line <= lines, "line {} outside 1..={lines}: {e}", e.line);
+        assert!(e.col >= 1, "column {} is not 1-based: {e}", e.col);
+        assert!(!e.message.is_empty(), "empty message at {}:{}", e.line, e.col);
+        assert!((e.line, e.col) >= previous, "errors not sorted by position: {e} after {previous:?}");
+        previous = (e.line, e.col);
+        let shown = e.to_string();
+        assert!(shown.starts_with(&format!("{FILE}:{}:{}: ", e.line, e.col)), "{shown}");
+    }
+}
+
+fn accepted(profile: &crate::Profile) {
+    let mut names = HashSet::new();
+    let mut obis = HashSet::new();
+    for v in &profile.values {
+        assert!(names.insert(v.name.as_str()), "duplicate value name {}", v.name);
+        assert!(obis.insert(v.obis), "duplicate OBIS {}", v.obis);
+    }
+    let mut controls = HashSet::new();
+    for c in &profile.controls {
+        assert!(controls.insert(c.name.as_str()), "duplicate control name {}", c.name);
+    }
+    let plan = plan_modbus(profile);
+    let modbus_values = profile.values.iter().filter(|v| matches!(v.source, ValueSource::Modbus(_))).count();
+    assert_eq!(plan.items.len(), modbus_values, "one plan item per Modbus value");
+    let mut covered = vec![0u32; plan.items.len()];
+    for block in &plan.blocks {
+        if let Err(e) = block.request().encode() {
+            panic!("block {block:?} of an accepted profile does not encode: {e}");
+        }
+        for &member in &block.members {
+            let item = plan.items.get(member).unwrap_or_else(|| panic!("block member {member} out of range"));
+            assert!(block.contains(item), "block {block:?} does not contain its member {item:?}");
+            if let Some(n) = covered.get_mut(member) {
+                *n += 1;
+            }
+        }
+    }
+    for (i, n) in covered.iter().enumerate() {
+        let item = plan.items.get(i);
+        // An item with count 0 reads nothing (cannot come out of a valid profile, but say so if it does).
+        assert!(*n == 1 || item.is_some_and(|it| it.count == 0), "item {i} {item:?} is in {n} blocks");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// xorshift64*: a fixed seed keeps the test reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap_or(0)
+        }
+    }
+
+    /// The shipped profiles (the same files seed `fuzz/seeds/profile_xml`).
+    fn shipped() -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../devices");
+        let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .expect("devices/ exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+            .map(|p| std::fs::read(p).expect("readable profile"))
+            .collect();
+        out.sort();
+        assert!(out.len() >= 4, "the shipped profiles are there");
+        out
+    }
+
+    #[test]
+    fn shipped_profiles_pass_the_harness_and_are_accepted() {
+        for bytes in shipped() {
+            profile_xml(&bytes);
+            let text = String::from_utf8(bytes).expect("UTF-8");
+            assert!(parse_profile(&text, FILE).is_ok());
+        }
+    }
+
+    #[test]
+    fn harness_survives_mutated_profiles() {
+        let seeds = shipped();
+        // Fragments a mutation may splice in: markup that reaches the validator's branches.
+        let tokens: [&[u8]; 12] = [
+            b"<value name=\"x\" obis=\"1-0:1.8.0\" unit=\"Wh\"><modbus table=\"input\" register=\"0\" type=\"f32\"/></value>",
+            b"<control name=\"r\"><modbus coil=\"1\"/></control>",
+            b"register=\"0xFFFF\"",
+            b"type=\"f64\"",
+            b"table=\"coil\"",
+            b"<modbus max-block=\"1\" max-gap=\"65535\"/>",
+            b"<![CDATA[x]]>",
+            b"&amp;",
+            b"</value>",
+            b"<",
+            b"\"",
+            "é\u{feff}".as_bytes(),
+        ];
+        let mut rng = Rng(0xA11C_E5ED_0BAD_F00D);
+        for _ in 0..3_000 {
+            let mut d = seeds[rng.below(seeds.len())].clone();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(d.len() + 1);
+                match rng.below(5) {
+                    0 if at < d.len() => d[at] ^= 1 << rng.below(8),
+                    1 if at < d.len() => {
+                        let end = (at + rng.below(64)).min(d.len());
+                        d.drain(at..end);
+                    }
+                    2 => {
+                        let t = tokens[rng.below(tokens.len())];
+                        d.splice(at..at, t.iter().copied());
+                    }
+                    3 if at < d.len() => d[at] = rng.next() as u8,
+                    _ => d.truncate(at),
+                }
+            }
+            profile_xml(&d);
+        }
+    }
+}
