@@ -4,7 +4,8 @@
 //! [`modbus_codec`] feeds one byte string to every Modbus decoder: RTU and TCP request framing, the reply
 //! matchers (RTU, RTU with the exact reply length, TCP) and ADU strippers of `ami_link::modbus`,
 //! [`Request::decode`], [`Request::decode_response`] for a few fixed requests and for the request the bytes
-//! would answer, and [`Encoding::decode`] for every type and order. The bytes are also wrapped in a valid CRC and a valid MBAP header so that mutations reach the
+//! would answer, [`Encoding::decode`] for every type and order, and [`describe_frame`] for both framings
+//! and every direction. The bytes are also wrapped in a valid CRC and a valid MBAP header so that mutations reach the
 //! PDU decoders behind the checksum gates. It panics (on purpose: that is what a fuzzer reports) when a
 //! decoder panics or breaks one of the invariants the bus and the master rely on.
 
@@ -16,7 +17,7 @@ use ami_link::modbus::{
 use ami_link::{Check, ReplyMatcher};
 
 use super::value::{ByteOrder, Encoding, ValueType, WordOrder};
-use super::{Request, Response};
+use super::{describe_frame, Direction, Framing, Request, Response};
 
 /// Feeds `data` to every Modbus decoder and checks their invariants. Panics only on a bug.
 pub fn modbus_codec(data: &[u8]) {
@@ -77,6 +78,19 @@ fn frames(buf: &[u8]) {
     }
     let wrong = TcpReplyMatcher { transaction: transaction.wrapping_add(1), ..matcher };
     assert!(matched(&wrong, buf).is_none(), "TCP matcher accepted another transaction id");
+    describe(buf);
+}
+
+/// The human description of a captured frame: refused only when too short to hold a function code.
+fn describe(buf: &[u8]) {
+    for (framing, min) in [(Framing::Rtu, 4), (Framing::Tcp, 8)] {
+        for direction in [Direction::Request, Direction::Response, Direction::Auto] {
+            match describe_frame(buf, framing, direction) {
+                Ok(text) => assert!(text.starts_with("Modbus ") && text.contains("function:"), "{text}"),
+                Err(e) => assert!(buf.len() < min, "{} bytes refused as {framing:?}: {e}", buf.len()),
+            }
+        }
+    }
 }
 
 /// [`RtuExactReplyMatcher`] agrees with its base matcher except that a complete normal reply of another

@@ -6,6 +6,7 @@
 //! [`Master`] sends requests through an `ami_link::BusHandle`, so every Modbus exchange goes through the one
 //! owner of its line.
 
+mod describe;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod harness;
@@ -14,6 +15,7 @@ mod pdu;
 pub mod plan;
 pub mod value;
 
+pub use describe::{describe_frame, DescribeError, Direction};
 pub use master::{Framing, Master, MasterError};
 pub use pdu::{
     encode_exception, encode_response, Exception, Function, PduError, Request, Response, MAX_PDU_LEN, MAX_READ_BITS,
