@@ -41,6 +41,8 @@ enum Command {
     },
     /// Read every value of a profile from one meter, once, and print it.
     Read(ReadArgs),
+    /// Decode a captured frame for a human (e.g. from a logic analyser or `AMI_LOG=ami_media=debug`).
+    Decode(DecodeArgs),
     /// Switch a writable control of a meter (e.g. a relay), as the profile defines it.
     Control(ControlArgs),
     /// Show what the daemon's store says about each meter and line: last good read, failures, link counters.
@@ -146,6 +148,82 @@ pub struct ControlArgs {
     state: String,
 }
 
+/// `amid decode` arguments.
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Protocol of the frame.
+    #[arg(long, value_parser = ["modbus"])]
+    protocol: String,
+    /// The frame as hex (spaces, colons and 0x prefixes are ignored), e.g. "11 03 00 6B 00 03 76 87".
+    #[arg(long, conflicts_with = "hex_file", required_unless_present = "hex_file")]
+    hex: Option<String>,
+    /// A file holding the frame as hex (one frame; lines starting with # are ignored).
+    #[arg(long)]
+    hex_file: Option<PathBuf>,
+    /// Modbus framing of the capture: rtu (serial, gateways) or tcp (MBAP).
+    #[arg(long, value_parser = ["rtu", "tcp"], default_value = "rtu")]
+    framing: String,
+    /// Which way the frame went, if known.
+    #[arg(long, value_parser = ["request", "response", "auto"], default_value = "auto")]
+    direction: String,
+}
+
+/// Parses hex text: ignores whitespace, `:`, `,`, `-` and `0x` prefixes.
+pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let cleaned: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("0x", " ")
+        .replace("0X", " ")
+        .chars()
+        .filter(|c| !c.is_whitespace() && !":,-".contains(*c))
+        .collect();
+    if cleaned.is_empty() {
+        return Err("no hex digits".into());
+    }
+    if cleaned.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", cleaned.len()));
+    }
+    (0..cleaned.len())
+        .step_by(2)
+        .map(|i| {
+            let pair = cleaned.get(i..i + 2).unwrap_or_default();
+            u8::from_str_radix(pair, 16).map_err(|_| format!("{pair:?} is not a hex byte"))
+        })
+        .collect()
+}
+
+fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
+    use ami_protocols::modbus::{describe_frame, Direction};
+    let text = match (&args.hex, &args.hex_file) {
+        (Some(h), _) => h.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).map_err(|e| anyhow!(BadInput(format!("{}: {e}", f.display()))))?
+        }
+        (None, None) => return Err(anyhow!(BadInput("give --hex or --hex-file".into()))),
+    };
+    let bytes = parse_hex(&text).map_err(|e| anyhow!(BadInput(format!("bad hex: {e}"))))?;
+    let framing = if args.framing == "tcp" { Framing::Tcp } else { Framing::Rtu };
+    let direction = match args.direction.as_str() {
+        "request" => Direction::Request,
+        "response" => Direction::Response,
+        _ => Direction::Auto,
+    };
+    let _ = &args.protocol;
+    match describe_frame(&bytes, framing, direction) {
+        Ok(d) => {
+            print!("{d}");
+            if !d.ends_with('\n') {
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow!(BadInput(format!("cannot decode: {e}")))),
+    }
+}
+
 /// `amid simulate` arguments.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -224,6 +302,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Read(args) => read(args).await,
         Command::Control(args) => control(args).await,
+        Command::Decode(args) => decode(args),
         Command::Status { config } => {
             let cfg = Config::load(&config).map_err(|e| anyhow!(BadInput(e.to_string())))?;
             crate::status::print(&cfg)?;
