@@ -183,7 +183,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     if cleaned.is_empty() {
         return Err("no hex digits".into());
     }
-    if cleaned.len() % 2 != 0 {
+    if !cleaned.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", cleaned.len()));
     }
     (0..cleaned.len())
