@@ -99,6 +99,7 @@ fn line(silent: bool) -> (Master, Arc<Mutex<Memory>>) {
         timeout: Duration::from_millis(40),
         retries: 0,
         drain_quiet: Duration::from_millis(5),
+        ..BusConfig::default()
     };
     (Master::new(Bus::spawn(Box::new(a), config), Framing::Rtu), memory)
 }

@@ -5,12 +5,18 @@
 //!
 //! 1. keeps `guard_time` of silence after the previous exchange (Modbus RTU needs 3.5 characters);
 //! 2. discards stale input (bytes left by an earlier process, a late reply that arrived while idle);
-//! 3. writes the request, reconnecting once if the write fails;
+//! 3. makes sure the transport is connected, then writes the request, reconnecting once if the write fails;
 //! 4. reads until the [`ReplyMatcher`] says `Complete`, within the per-attempt timeout. Frames that do not
 //!    belong to the request (`Foreign`: a late reply to an earlier request, another slave, another
 //!    transaction) are dropped and counted as `rejected`, and reading goes on within the same deadline;
 //! 5. after a timeout or a corrupt reply, drains the line until it has been silent for `drain_quiet`, so
 //!    the late remains of this attempt can never be taken as the reply to the next one, and retries.
+//!
+//! Reconnects are rate-limited: after a transport failure (a refused connect, a failed write, the peer
+//! closing) the next connect attempt waits for [`BusConfig::reconnect`]'s back-off, and exchanges queued
+//! meanwhile fail at once with [`LinkError::Io`] instead of hammering `connect()` once per exchange. The
+//! one exception is a connection that had been carrying replies: when it breaks it is re-established at
+//! once (a gateway closing an idle connection costs nothing). A reply resets the back-off.
 //!
 //! Counters are kept per meter and per bus. The task never decides what a reply means: that is the
 //! protocol's matcher and decoder. It never panics on what it reads.
@@ -25,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+use crate::backoff::{Backoff, Jitter};
 use crate::{Check, ReplyMatcher};
 
 /// How many exchanges may wait in a bus queue before `transact` itself waits.
@@ -50,6 +57,9 @@ pub struct BusConfig {
     /// After a timeout or a corrupt reply the bus reads and discards until the line has been silent this
     /// long (bounded by 10× this). Default 50 ms.
     pub drain_quiet: Duration,
+    /// Delays between connect attempts while the transport is down; exchanges in between fail at once.
+    /// Default 250 ms doubling up to 30 s, each up to 25 % shorter at random.
+    pub reconnect: Backoff,
 }
 
 impl Default for BusConfig {
@@ -60,6 +70,8 @@ impl Default for BusConfig {
             timeout: Duration::from_secs(1),
             retries: 2,
             drain_quiet: Duration::from_millis(50),
+            reconnect: Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+                .with_jitter(Jitter::Proportional(0.25)),
         }
     }
 }
@@ -159,6 +171,12 @@ pub struct BusStats {
     pub meters: BTreeMap<String, Counters>,
     /// Bytes dropped while draining or resynchronising.
     pub bytes_discarded: u64,
+    /// Connections the bus (re-)established explicitly.
+    pub connects: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Exchanges failed at once because the transport was down and its next connect attempt not yet due.
+    pub rejected_while_down: u64,
 }
 
 impl Exchange {
@@ -233,7 +251,19 @@ impl Bus {
         let id: Arc<str> = Arc::from(config.id.as_str());
         let stats = Arc::new(Mutex::new(BusStats { bus: config.id.clone(), ..BusStats::default() }));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let driver = Driver { transport, config, stats: Arc::clone(&stats), id: Arc::clone(&id), last_activity: None };
+        let healthy = transport.is_connected();
+        let reconnect = config.reconnect.clone();
+        let driver = Driver {
+            transport,
+            config,
+            stats: Arc::clone(&stats),
+            id: Arc::clone(&id),
+            last_activity: None,
+            reconnect,
+            retry_at: None,
+            healthy,
+            down_reason: String::new(),
+        };
         tokio::spawn(driver.run(rx));
         BusHandle { tx, stats, id }
     }
@@ -283,6 +313,15 @@ struct Driver {
     id: Arc<str>,
     /// When bytes were last seen on the line (written or read); the guard time counts from here.
     last_activity: Option<Instant>,
+    /// Delays between connect attempts while the transport is down.
+    reconnect: Backoff,
+    /// Set after a transport failure: no connect attempt before this instant. `None`: connect at will.
+    retry_at: Option<Instant>,
+    /// The connection has carried a reply since the last failure (or was open at spawn): when it breaks,
+    /// one reconnect is tried at once instead of after the back-off.
+    healthy: bool,
+    /// The last transport failure, for the errors of exchanges refused while down.
+    down_reason: String,
 }
 
 impl Driver {
@@ -313,6 +352,67 @@ impl Driver {
 
     fn io_error(&self, message: String) -> LinkError {
         LinkError::Io { bus: self.id.to_string(), message }
+    }
+
+    fn count_bus(&self, update: impl Fn(&mut BusStats)) {
+        update(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The transport failed (a connect refused, a write failed, the peer closed or reset): no connect
+    /// attempt before the back-off delay, except one at once when the connection had been carrying replies.
+    fn connection_failed(&mut self, meter: &str, why: &str) {
+        let delay = if self.healthy {
+            Duration::ZERO
+        } else {
+            // The iterator never ends; the fallback only keeps this free of `unwrap`.
+            self.reconnect.next().unwrap_or(Duration::from_secs(30))
+        };
+        self.healthy = false;
+        self.retry_at = Some(after(Instant::now(), delay));
+        self.down_reason = why.to_string();
+        tracing::warn!(bus = %self.id, meter = %meter, reason = %why, next_attempt_in = ?delay, "transport failed");
+    }
+
+    /// A reply arrived: the connection works, the back-off starts over.
+    fn connection_proven(&mut self) {
+        self.healthy = true;
+        self.retry_at = None;
+        self.reconnect.reset();
+    }
+
+    /// Milliseconds until the next connect attempt is due, when one is pending and not due yet.
+    fn reconnect_wait(&self) -> Option<u128> {
+        let now = Instant::now();
+        self.retry_at.filter(|at| *at > now).map(|at| at.saturating_duration_since(now).as_millis())
+    }
+
+    /// Makes sure the transport can carry the request: connects when it is down and an attempt is due,
+    /// fails at once (without touching the transport) when the next attempt is not due yet.
+    async fn ensure_connected(&mut self, meter: &str) -> Result<(), LinkError> {
+        if let Some(wait) = self.reconnect_wait() {
+            self.count_bus(|s| s.rejected_while_down += 1);
+            tracing::debug!(bus = %self.id, meter = %meter, "transport down; exchange refused");
+            return Err(
+                self.io_error(format!("transport down ({}); next connect attempt in {wait} ms", self.down_reason))
+            );
+        }
+        if self.retry_at.is_none() && self.transport.is_connected() {
+            return Ok(());
+        }
+        match self.transport.reconnect().await {
+            Ok(()) => {
+                self.retry_at = None;
+                self.count_bus(|s| s.connects += 1);
+                tracing::debug!(bus = %self.id, media = %self.transport.describe(), "transport connected");
+                Ok(())
+            }
+            Err(e) => {
+                self.count_bus(|s| s.connect_failures += 1);
+                let why = format!("connect failed: {e}");
+                self.connection_failed(meter, &why);
+                Err(self.io_error(why))
+            }
+        }
     }
 
     async fn exchange(&mut self, exchange: Exchange) -> Result<Reply, LinkError> {
@@ -346,6 +446,7 @@ impl Driver {
             }
             match self.read_reply(&meter, matcher.as_ref(), timeout).await {
                 Ok(frame) => {
+                    self.connection_proven();
                     let now = SystemTime::now();
                     self.count(&meter, |c| {
                         c.replies += 1;
@@ -366,9 +467,12 @@ impl Driver {
                     last = Failure::Corrupt(reason);
                 }
                 Err(Failure::Io(message)) => {
-                    tracing::warn!(bus = %self.id, meter = %meter, attempt, %message, "connection lost; reconnecting");
-                    if let Err(e) = self.transport.reconnect().await {
-                        tracing::warn!(bus = %self.id, error = %e, "reconnect failed");
+                    // The next attempt reconnects if the back-off allows it now; if not, retrying is
+                    // pointless and the exchange fails here.
+                    self.connection_failed(&meter, &message);
+                    if let Some(wait) = self.reconnect_wait() {
+                        self.count(&meter, |c| c.failures += 1);
+                        return Err(self.io_error(format!("{message}; next connect attempt in {wait} ms")));
                     }
                     last = Failure::Io(message);
                 }
@@ -423,18 +527,28 @@ impl Driver {
         }
     }
 
-    /// Writes the request; on failure reconnects once and writes again.
+    /// Connects if needed, writes the request; on failure reconnects once (when the back-off allows) and
+    /// writes again.
     async fn write(&mut self, meter: &str, request: &[u8], limit: Duration) -> Result<(), LinkError> {
+        self.ensure_connected(meter).await?;
         let result = match self.write_once(request, limit).await {
             Ok(()) => Ok(()),
             Err(first) => {
-                tracing::warn!(bus = %self.id, meter = %meter, error = %first, "write failed; reconnecting");
-                match self.transport.reconnect().await {
-                    Ok(()) => self
-                        .write_once(request, limit)
-                        .await
-                        .map_err(|e| self.io_error(format!("write failed after reconnecting: {e}"))),
-                    Err(e) => Err(self.io_error(format!("write failed ({first}), reconnect failed: {e}"))),
+                let why = format!("write failed: {first}");
+                self.connection_failed(meter, &why);
+                if let Some(wait) = self.reconnect_wait() {
+                    return Err(self.io_error(format!("{why}; next connect attempt in {wait} ms")));
+                }
+                match self.ensure_connected(meter).await {
+                    Ok(()) => match self.write_once(request, limit).await {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            let why = format!("write failed after reconnecting: {e}");
+                            self.connection_failed(meter, &why);
+                            Err(self.io_error(why))
+                        }
+                    },
+                    Err(e) => Err(e),
                 }
             }
         };

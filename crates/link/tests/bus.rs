@@ -20,7 +20,14 @@ use tokio::time::Instant;
 const MS: Duration = Duration::from_millis(1);
 
 fn config() -> BusConfig {
-    BusConfig { id: "rs485-a".into(), guard_time: 10 * MS, timeout: 300 * MS, retries: 2, drain_quiet: 50 * MS }
+    BusConfig {
+        id: "rs485-a".into(),
+        guard_time: 10 * MS,
+        timeout: 300 * MS,
+        retries: 2,
+        drain_quiet: 50 * MS,
+        ..BusConfig::default()
+    }
 }
 
 /// The fake meter's end of the line.

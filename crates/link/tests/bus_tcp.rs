@@ -1,8 +1,12 @@
 //! The Bus over a real TCP connection on 127.0.0.1: a gateway that drops the connection is reconnected
-//! without the caller noticing more than one failed attempt.
+//! without the caller noticing more than one failed attempt; a gateway that is down is not asked to
+//! connect once per exchange.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use ami_link::backoff::Backoff;
 use ami_link::modbus::{decode_tcp_frame, encode_tcp, TcpReplyMatcher};
 use ami_link::{Bus, BusConfig, Exchange};
 use ami_media::TcpTransport;
@@ -16,6 +20,7 @@ fn config() -> BusConfig {
         timeout: Duration::from_millis(500),
         retries: 2,
         drain_quiet: Duration::from_millis(10),
+        ..BusConfig::default()
     }
 }
 
@@ -100,25 +105,46 @@ async fn gateway_closing_mid_exchange_costs_one_attempt() {
 }
 
 #[tokio::test]
-async fn gateway_down_is_an_io_error_and_up_again_recovers() {
+async fn gateway_down_is_an_io_error_connects_are_rate_limited_and_up_again_recovers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let transport = TcpTransport::lazy("127.0.0.1", port);
     drop(listener);
-    let bus = Bus::spawn(Box::new(transport), config());
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(50)).without_jitter();
+    let bus = Bus::spawn(Box::new(transport), BusConfig { reconnect: backoff, ..config() });
     let err = bus.transact(exchange(1)).await.unwrap_err();
-    assert!(matches!(err, ami_link::LinkError::Io { .. }), "{err:?}");
+    assert!(matches!(&err, ami_link::LinkError::Io { message, .. } if message.contains("connect failed")), "{err:?}");
 
-    // The gateway comes back on the same port: the next exchange connects again by itself.
+    // A burst of exchanges while the gateway refuses: refused at once, connect() is not called per exchange.
+    let started = Instant::now();
+    for tid in 2..32 {
+        let err = bus.transact(exchange(tid)).await.unwrap_err();
+        assert!(matches!(err, ami_link::LinkError::Io { .. }), "{err:?}");
+    }
+    let steps = u64::try_from(started.elapsed().as_millis() / 50).unwrap();
+    let s = bus.stats();
+    assert_eq!(s.connect_failures + s.rejected_while_down, 31);
+    assert!(s.connect_failures <= 1 + steps, "{} connect attempts in {steps} back-off steps", s.connect_failures);
+
+    // The gateway comes back on the same port: the next due attempt connects.
     let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await else {
         println!("skipping the recovery half: port {port} was taken meanwhile");
         return;
     };
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
-        let (mut c, _) = listener.accept().await.unwrap();
-        while let Some(tid) = request(&mut c).await {
-            c.write_all(&reply(tid)).await.unwrap();
+        while let Ok((mut c, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while let Some(tid) = request(&mut c).await {
+                    c.write_all(&reply(tid)).await.unwrap();
+                }
+            });
         }
     });
-    assert_eq!(bus.transact(exchange(2)).await.unwrap().frame, reply(2));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(bus.transact(exchange(40)).await.unwrap().frame, reply(40));
+    assert_eq!(bus.transact(exchange(41)).await.unwrap().frame, reply(41));
+    assert_eq!((accepted.load(Ordering::SeqCst), bus.stats().connects), (1, 1));
 }

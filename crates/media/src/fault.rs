@@ -241,6 +241,10 @@ impl<T: Transport> Transport for FaultInjector<T> {
     fn describe(&self) -> String {
         format!("fault({})", self.inner.describe())
     }
+
+    fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
 }
 
 #[cfg(test)]

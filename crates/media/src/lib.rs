@@ -52,6 +52,15 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {
 
     /// A short human description for logs, e.g. `tcp://10.0.0.5:502` or `serial:///dev/ttyUSB0@9600 8N1`.
     fn describe(&self) -> String;
+
+    /// Whether the transport believes it can carry bytes now (TCP: a connection is established, as far as
+    /// we know; serial: the port is open). Transports that cannot tell say `true`, the default.
+    ///
+    /// The link layer's `Bus` asks before each write and, when this is `false`, reconnects explicitly and
+    /// rate-limited instead of letting a write connect implicitly.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// Why a transport could not be opened.
@@ -103,6 +112,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn describe(&self) -> String {
         (**self).describe()
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).is_connected()
     }
 }
 

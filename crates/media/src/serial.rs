@@ -197,6 +197,10 @@ impl Transport for SerialTransport {
     fn describe(&self) -> String {
         format!("serial://{}@{}", self.path, self.settings)
     }
+
+    fn is_connected(&self) -> bool {
+        self.is_open()
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Owns one TCP connection and its re-establishment. A connection that the peer closed or reset (seen as
 //! EOF or an error on read, write or [`Transport::discard_input`]) is dropped; the next write, or an explicit
 //! [`Transport::reconnect`], connects again, so a gateway that dropped us recovers by itself. While
-//! disconnected, reads fail at once with [`io::ErrorKind::NotConnected`] instead of hanging.
+//! disconnected, reads fail at once with [`io::ErrorKind::NotConnected`] instead of hanging, and
+//! [`Transport::is_connected`] says so, so that the link layer's `Bus` reconnects explicitly, with its
+//! back-off, rather than through the implicit connect of a write.
 
 use std::fmt;
 use std::io;
@@ -235,6 +237,10 @@ impl Transport for TcpTransport {
         Ok(())
     }
 
+    fn is_connected(&self) -> bool {
+        TcpTransport::is_connected(self)
+    }
+
     fn describe(&self) -> String {
         if self.host.contains(':') {
             format!("tcp://[{}]:{}", self.host, self.port)
@@ -342,6 +348,7 @@ mod tests {
         let (l, port) = listener().await;
         let mut t = TcpTransport::connect("127.0.0.1", port).await.unwrap();
         let (_c1, a1) = l.accept().await.unwrap();
+        assert!(Transport::is_connected(&t));
         t.reconnect().await.unwrap();
         let (_c2, a2) = l.accept().await.unwrap();
         assert_ne!(a1.port(), a2.port(), "a new connection has a new source port");
@@ -357,5 +364,8 @@ mod tests {
         assert!(t.write_all(b"x").await.is_err(), "nobody listens");
         assert!(!t.is_connected());
         assert_eq!(t.describe(), format!("tcp://127.0.0.1:{port}"));
+        // The trait says the same, also through a box (what the bus holds).
+        let boxed: Box<dyn Transport> = Box::new(t);
+        assert!(!boxed.is_connected());
     }
 }

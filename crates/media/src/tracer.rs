@@ -162,6 +162,10 @@ impl<T: Transport> Transport for Tracer<T> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
 }
 
 #[cfg(test)]

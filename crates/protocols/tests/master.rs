@@ -136,6 +136,7 @@ fn config() -> BusConfig {
         timeout: Duration::from_millis(100),
         retries: 0,
         drain_quiet: Duration::from_millis(20),
+        ..BusConfig::default()
     }
 }
 
