@@ -31,7 +31,7 @@ const POOL_SIZE: usize = 16;
 /// Series ids remembered; the cache is cleared when it grows past this (it refills from the database).
 const SERIES_CACHE_MAX: usize = 1_000_000;
 /// Advisory lock key serialising migrations of concurrent starts ("amimigr").
-const MIGRATION_LOCK: i64 = 0x616d_696d_6967_72;
+const MIGRATION_LOCK: i64 = 0x0061_6d69_6d69_6772;
 
 #[derive(Clone, PartialEq)]
 struct SeriesMeta {

@@ -145,13 +145,13 @@ macro_rules! both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                if let Some(t) = crate::common::TestDb::open(crate::common::Backend::Sqlite).await {
+                if let Some(t) = $crate::common::TestDb::open($crate::common::Backend::Sqlite).await {
                     super::$name(t).await
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(t) = crate::common::TestDb::open(crate::common::Backend::Postgres).await {
+                if let Some(t) = $crate::common::TestDb::open($crate::common::Backend::Postgres).await {
                     super::$name(t).await
                 }
             }
