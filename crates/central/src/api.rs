@@ -78,7 +78,7 @@ impl AppState {
     /// The operator's name and a check that the site exists.
     async fn operator_for_site(&self, headers: &HeaderMap, site: &str) -> Result<String, ApiError> {
         let name = self.operator(headers).await?;
-        if !self.db.site_exists(site).await? {
+        if site.contains('\0') || !self.db.site_exists(site).await? {
             return Err(ApiError::not_found(format!("unknown site {site:?}")));
         }
         Ok(name)
@@ -179,11 +179,21 @@ async fn not_found() -> ApiError {
 
 // ---- ingest ----
 
+/// Checks what `ami_wire::validate` leaves to the store: lengths, timestamps the store can date, and no
+/// NUL characters (PostgreSQL text cannot hold them; a batch that can never be stored must be a 400, not
+/// a 500 the site would retry forever).
 fn check_batch(req: &IngestRequest) -> ApiResult<()> {
+    let nul = |what: String| ApiError::bad_request(format!("{what}: contains a NUL character"));
+    if req.site.contains('\0') {
+        return Err(nul("site".into()));
+    }
     for (i, s) in req.series.iter().enumerate() {
         for (what, v) in [("meter", &s.meter), ("name", &s.name), ("obis", &s.obis), ("unit", &s.unit)] {
             if v.len() > MAX_LABEL {
                 return Err(ApiError::bad_request(format!("series[{i}]: {what} longer than {MAX_LABEL} bytes")));
+            }
+            if v.contains('\0') {
+                return Err(nul(format!("series[{i}].{what}")));
             }
         }
         for (j, p) in s.points.iter().enumerate() {
@@ -201,11 +211,19 @@ fn check_batch(req: &IngestRequest) -> ApiResult<()> {
                     "series[{i}].points[{j}]: text longer than {MAX_TEXT} bytes"
                 )));
             }
+            if p.q.as_ref().is_some_and(|q| q.contains('\0'))
+                || matches!(&p.v, ami_wire::PointValue::Text(t) if t.contains('\0'))
+            {
+                return Err(nul(format!("series[{i}].points[{j}]")));
+            }
         }
     }
     for (i, r) in req.results.iter().enumerate() {
         if r.message.len() > MAX_TEXT {
             return Err(ApiError::bad_request(format!("results[{i}]: message longer than {MAX_TEXT} bytes")));
+        }
+        if r.message.contains('\0') {
+            return Err(nul(format!("results[{i}].message")));
         }
     }
     Ok(())

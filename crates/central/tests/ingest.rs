@@ -128,6 +128,12 @@ async fn malformed_and_invalid_bodies_get_400_with_a_reason_and_write_nothing(t:
     let mut far_ts = good.clone();
     far_ts["series"][1]["points"][5][0] = serde_json::json!(i64::MAX);
     cases.push(("timestamp past 9999", serde_json::to_vec(&far_ts).unwrap(), false));
+    let mut nul_text = good.clone();
+    nul_text["series"][1]["points"][3][1] = serde_json::json!("a\0b");
+    cases.push(("NUL in a text value", serde_json::to_vec(&nul_text).unwrap(), false));
+    let mut nul_meter = good.clone();
+    nul_meter["series"][0]["meter"] = serde_json::json!("m\0");
+    cases.push(("NUL in a meter id", serde_json::to_vec(&nul_meter).unwrap(), false));
     let mut empty_site = good.clone();
     empty_site["site"] = serde_json::json!("");
     cases.push(("empty site", serde_json::to_vec(&empty_site).unwrap(), false));
@@ -176,7 +182,37 @@ async fn a_heartbeat_without_readings_updates_health_and_last_seen(t: TestDb) {
     assert!(t.db.sites().await.unwrap().iter().any(|s| s.site == "s1" && s.last_seen.is_some()));
 }
 
+async fn hostile_bodies_never_cause_a_server_error(t: TestDb) {
+    use rand::{Rng, SeedableRng};
+    let app = t.app();
+    let good = serde_json::to_vec(&day_batch("s1", 1)).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for round in 0..300 {
+        let mut body = good.clone();
+        match round % 3 {
+            // Flip bytes of valid JSON.
+            0 => {
+                for _ in 0..rng.gen_range(1..8) {
+                    let i = rng.gen_range(0..body.len());
+                    body[i] = rng.gen();
+                }
+            }
+            // Truncate it.
+            1 => body.truncate(rng.gen_range(0..body.len())),
+            // Random bytes, sometimes claiming to be gzip.
+            _ => body = (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect(),
+        }
+        let gzip = round % 7 == 0;
+        let r = call(&app, ingest_request(Some(&t.site_token), body, gzip)).await;
+        assert!(r.status == 200 || r.status == 400 || r.status == 403, "round {round}: {} {}", r.status, r.text());
+        if r.status != 200 {
+            assert!(!r.error().is_empty());
+        }
+    }
+}
+
 both_backends!(
+    hostile_bodies_never_cause_a_server_error,
     same_batch_twice_inserts_nothing_the_second_time,
     the_first_value_of_a_reading_is_kept,
     gzip_and_plain_bodies_store_the_same_readings,

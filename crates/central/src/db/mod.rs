@@ -53,7 +53,7 @@ pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No PostgreSQL connection could be taken from the pool.
     #[error("postgres pool: {0}")]
@@ -75,6 +75,14 @@ pub enum DbError {
     /// TLS setup for PostgreSQL failed.
     #[error("postgres TLS: {0}")]
     Tls(String),
+}
+
+/// tokio-postgres puts the useful part (the server's message, the OS error) in `source()`.
+pub fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 impl DbError {
@@ -362,8 +370,8 @@ impl Db {
 
     /// Creates an operator token and returns the secret, which is not stored.
     pub async fn add_operator_token(&self, name: &str) -> DbResult<String> {
-        if name.trim().is_empty() || name.len() > 128 {
-            return Err(DbError::Invalid("operator name must be 1-128 characters".into()));
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(DbError::Invalid("operator name must be 1-128 printable characters".into()));
         }
         self.add_token(TokenKind::Operator, name).await
     }
@@ -469,8 +477,8 @@ impl Db {
 
     /// Queues a command for a meter of a site and returns its id. The site must exist.
     pub async fn queue_command(&self, site: &str, meter: &str, action: &Action) -> DbResult<i64> {
-        if meter.is_empty() || meter.len() > 256 {
-            return Err(DbError::Invalid("meter must be 1-256 characters".into()));
+        if meter.is_empty() || meter.len() > 256 || meter.contains('\0') {
+            return Err(DbError::Invalid("meter must be 1-256 characters, without NUL".into()));
         }
         if !self.site_exists(site).await? {
             return Err(DbError::Invalid(format!("unknown site {site:?}")));

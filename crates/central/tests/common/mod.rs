@@ -49,6 +49,8 @@ impl Drop for Guard {
 /// A fresh store with a site token for `s1` and `s2` and an operator token.
 pub struct TestDb {
     pub db: Db,
+    /// The store's URL (to open it again).
+    pub url: String,
     pub backend: Backend,
     pub site_token: String,
     pub other_site_token: String,
@@ -80,6 +82,7 @@ pub async fn fresh_postgres() -> Option<(String, Guard)> {
                 eprintln!("PostgreSQL test skipped (AMI_SKIP_POSTGRES=1): {e}");
                 return None;
             }
+            let e = ami_central::db::pg_detail(&e);
             panic!(
                 "PostgreSQL is not reachable at {admin}: {e}. Start it (tests/run.sh does: trust auth on \
                  127.0.0.1:5432, database `test`), point AMI_TEST_POSTGRES at one, or set AMI_SKIP_POSTGRES=1 \
@@ -96,21 +99,21 @@ pub async fn fresh_postgres() -> Option<(String, Guard)> {
 
 impl TestDb {
     pub async fn open(backend: Backend) -> Option<TestDb> {
-        let (db, guard) = match backend {
+        let (db, url, guard) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite:{}", dir.path().join("central.db").display());
-                (Db::connect(&url).await.unwrap(), Guard::Dir(dir))
+                (Db::connect(&url).await.unwrap(), url, Guard::Dir(dir))
             }
             Backend::Postgres => {
                 let (url, guard) = fresh_postgres().await?;
-                (Db::connect(&url).await.unwrap(), guard)
+                (Db::connect(&url).await.unwrap(), url, guard)
             }
         };
         let site_token = db.add_site_token("s1").await.unwrap();
         let other_site_token = db.add_site_token("s2").await.unwrap();
         let operator_token = db.add_operator_token("alice").await.unwrap();
-        Some(TestDb { db, backend, site_token, other_site_token, operator_token, _guard: guard })
+        Some(TestDb { db, url, backend, site_token, other_site_token, operator_token, _guard: guard })
     }
 
     pub fn app(&self) -> Router {
