@@ -23,10 +23,13 @@ pub struct DemoArgs {
     /// Poll interval of the simulated meters.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub interval: Duration,
-    /// Keep the store and the generated amid.toml in this directory (default: a temporary directory,
+    /// Keep the stores and the generated amid.toml in this directory (default: a temporary directory,
     /// removed at exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where the embedded ami-central listens (the dashboard). Default: a free port on 127.0.0.1.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub central_listen: std::net::SocketAddr,
 }
 
 /// `amid simulate`: serves one profile at one or more unit addresses until shutdown.
@@ -106,7 +109,11 @@ const DEMO_BUSES: &[DemoBus] = &[
     DemoBus {
         id: "modbus-tcp",
         framing: SimFraming::Tcp,
-        meters: &[("incomer", "eastron-sdm630", 1), ("hvac", "carlo-gavazzi-em24", 2)],
+        meters: &[
+            ("incomer", "eastron-sdm630", 1),
+            ("hvac", "carlo-gavazzi-em24", 2),
+            ("feeder", "waveshare-relay-8", 3),
+        ],
     },
     DemoBus {
         id: "rs485-gateway",
@@ -129,7 +136,22 @@ pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()
         }
     };
     let secs = args.interval.as_secs().max(1);
-    let mut toml = format!("[site]\nid = \"demo\"\ndata_dir = \"{}\"\n", dir.join("data").display());
+
+    // The head end: ami-central on SQLite, on loopback.
+    let central_db = ami_central::Db::connect(&format!("sqlite:{}", dir.join("central.db").display()))
+        .await
+        .map_err(|e| anyhow!("cannot open the central store: {e}"))?;
+    let site_token = central_db.add_site_token("demo").await.map_err(|e| anyhow!("{e}"))?;
+    let operator = central_db.add_operator_token("demo").await.map_err(|e| anyhow!("{e}"))?;
+    let central_cfg = ami_central::ServerConfig { listen: args.central_listen, ..ami_central::ServerConfig::default() };
+    let (central, central_task) = ami_central::spawn(central_db, central_cfg)
+        .await
+        .map_err(|e| anyhow!("cannot start ami-central on {}: {e}", args.central_listen))?;
+
+    let mut toml = format!(
+        "[site]\nid = \"demo\"\ndata_dir = \"{}\"\n\n[uplink]\nurl = \"http://{central}\"\ntoken = \"{site_token}\"\ninterval = \"{secs}s\"\n",
+        dir.join("data").display()
+    );
     let mut servers = Vec::new();
     for bus in DEMO_BUSES {
         let sim = Simulator::new();
@@ -162,6 +184,8 @@ pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()
     let config = Config::parse(&toml, &cfg_path).map_err(|e| anyhow!("demo config: {e}"))?;
     let db = crate::run::store_path(&config.site.data_dir);
     println!("config: {}\nstore:  {}", cfg_path.display(), db.display());
+    println!("\ndashboard: http://{central}/#autologin={operator}");
+    println!("           (operator token {operator}; try the relay: site demo → meter feeder → relay_1 off)\n");
     println!(
         "polling every {secs}s; Ctrl-C stops{}",
         match args.duration {
@@ -185,6 +209,7 @@ pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()
     for s in servers {
         s.abort();
     }
+    central_task.abort();
     let summary = summary?;
     println!(
         "\nstopped: {} polls ok, {} failed, {} readings stored in {}",
@@ -232,7 +257,11 @@ fn latest(db: &std::path::Path) -> rusqlite::Result<Vec<String>> {
             r.get::<_, String>(4)?,
         ))
     })?;
-    let mut out: Vec<String> = Vec::new();
+    let (sent, unsent): (i64, i64) =
+        conn.query_row("SELECT COALESCE(SUM(sent = 1), 0), COALESCE(SUM(sent = 0), 0) FROM readings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let mut out: Vec<String> = vec![format!("uplink: {sent} readings acknowledged by ami-central, {unsent} waiting")];
     let mut current = String::new();
     for row in rows {
         let (meter, name, value, unit, ts) = row?;

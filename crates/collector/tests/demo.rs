@@ -25,7 +25,13 @@ fn demo_polls_every_simulated_meter_and_stops_by_itself() {
         .collect::<Result<_, _>>()
         .unwrap();
     let names: Vec<&str> = meters.iter().map(|(m, _)| m.as_str()).collect();
-    assert_eq!(names, ["hvac", "incomer", "pv", "workshop"], "{meters:?}");
+    assert_eq!(names, ["feeder", "hvac", "incomer", "pv", "workshop"], "{meters:?}");
+    assert!(stdout.contains("dashboard: http://127.0.0.1:"), "{stdout}");
+    // The readings went up to the embedded ami-central.
+    let sent: i64 = conn.query_row("SELECT COUNT(*) FROM readings WHERE sent = 1", [], |r| r.get(0)).unwrap();
+    let central = rusqlite::Connection::open(dir.path().join("central.db")).unwrap();
+    let at_central: i64 = central.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0)).unwrap();
+    assert!(sent > 0 && at_central >= sent, "sent {sent}, at central {at_central}");
     for (m, polls) in &meters {
         assert!(*polls >= 2, "{m} polled at only {polls} slots");
     }
