@@ -16,7 +16,15 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "ami-central",
     version,
-    about = "ami-central: the head end of ami (ingest API, SQL store, query API, dashboard)"
+    about = "ami-central: the head end of ami (ingest API, SQL store, query API, dashboard)",
+    after_help = "Examples:
+  ami-central token add substation-4 --db sqlite:/var/lib/ami/central.db      # a site's uplink token
+  ami-central token add --operator alice --db sqlite:/var/lib/ami/central.db  # dashboard / query API
+  ami-central serve --db sqlite:/var/lib/ami/central.db --listen 0.0.0.0:8443 \\
+      --tls-cert /etc/ami/cert.pem --tls-key /etc/ami/key.pem --tariff 0.30 --currency EUR
+  AMI_CENTRAL_DB='postgres://ami@db.example.net/ami?sslmode=require' ami-central serve --listen 0.0.0.0:8443
+
+Exit codes: 0 ok, 1 runtime failure (database unreachable, port taken), 2 bad input."
 )]
 struct Cli {
     #[command(subcommand)]
