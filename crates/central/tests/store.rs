@@ -76,3 +76,26 @@ both_backends!(
     reopening_a_store_keeps_its_data_and_tokens,
     a_store_migrated_by_a_newer_version_is_refused,
 );
+
+/// When the test server speaks TLS (Debian's default: `ssl = on` with the snakeoil certificate for
+/// `localhost`), `sslmode=require` connects over rustls and verifies the certificate: trusted with
+/// `sslrootcert`, refused with the public roots only.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some((url, _guard)) = fresh_postgres().await else { return };
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let cert: String = client.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    if ssl != "on" || std::fs::metadata(&cert).is_err() {
+        eprintln!("the test server does not serve TLS with a readable certificate; nothing to check");
+        return;
+    }
+    let local = url.replace("@127.0.0.1:", "@localhost:");
+    let trusted = format!("{local}&sslmode=require&sslrootcert={cert}");
+    let db = Db::connect(&trusted).await.unwrap_or_else(|e| panic!("{trusted}: {e}"));
+    db.add_site_token("tls-site").await.unwrap();
+    let untrusted = format!("{local}&sslmode=require");
+    let err = Db::connect(&untrusted).await.unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
