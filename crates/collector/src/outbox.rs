@@ -129,6 +129,26 @@ impl Store {
         tx.commit()
     }
 
+    /// Sets rows aside that the central store refused as invalid (`sent = 2`): they are kept for an
+    /// operator to inspect (`readings_view`), counted, and no longer block the uplink.
+    pub fn reject(&mut self, ids: &[i64]) -> Result<u64, StoreError> {
+        let tx = self.conn_mut().transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE readings SET sent = 2 WHERE id = ?1 AND sent = 0")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        Ok(u64::try_from(self.add_meta("rejected_total", n)?).unwrap_or(0))
+    }
+
+    /// Readings the central store refused as invalid, since the store was created.
+    pub fn rejected_total(&self) -> Result<u64, StoreError> {
+        Ok(u64::try_from(self.meta("rejected_total")?).unwrap_or(0))
+    }
+
     /// Unsent readings and the timestamp of the oldest one.
     pub fn depth(&self) -> Result<(u64, Option<i64>), StoreError> {
         self.conn().query_row("SELECT COUNT(*), MIN(ts_ms) FROM readings WHERE sent = 0", [], |r| {
@@ -180,7 +200,7 @@ impl Store {
         // Step 1: rows already delivered, oldest first, in chunks.
         loop {
             let n = self.conn().execute(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE sent = 1 ORDER BY id LIMIT 5000)",
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE sent != 0 ORDER BY id LIMIT 5000)",
                 [],
             )?;
             pruned.sent += n as u64;
@@ -419,6 +439,18 @@ mod tests {
             )
             .unwrap();
         assert_eq!(newest, 1440);
+    }
+
+    #[test]
+    fn rejected_rows_stop_blocking_and_are_counted() {
+        let (_d, mut s) = open();
+        let rows: Vec<_> = (0..3).map(|i| reading("m", "1-0:1.8.0", i * 1000, ValueKind::Counter)).collect();
+        s.insert(&rows, None).unwrap();
+        let b = s.next_batch(1, 0.2).unwrap();
+        assert_eq!(s.reject(&b.ids).unwrap(), 1);
+        assert_eq!(s.depth().unwrap(), (2, Some(1000)));
+        assert_eq!(s.rejected_total().unwrap(), 1);
+        assert!(s.next_batch(10, 0.2).unwrap().ids.iter().all(|id| !b.ids.contains(id)));
     }
 
     #[test]

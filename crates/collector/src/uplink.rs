@@ -232,6 +232,7 @@ pub fn health(
         store_depth: depth,
         oldest_unsent: oldest,
         dropped: store.dropped_total()?,
+        rejected: store.rejected_total()?,
         meters,
         buses,
     })
@@ -361,6 +362,8 @@ impl Uplink {
                         match stored {
                             Ok(new_commands) => {
                                 backoff.reset();
+                                // After narrowing down a refused batch, grow back to the configured size.
+                                batch_size = (batch_size * 2).min(self.cfg.batch);
                                 stats.batches += 1;
                                 stats.readings += readings as u64;
                                 stats.bytes += bytes as u64;
@@ -399,6 +402,7 @@ impl Uplink {
                 },
                 Ok(resp) => {
                     stats.failures += 1;
+                    let mut return_now = false;
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
                     let wait = backoff.next().unwrap_or(Duration::from_secs(60));
@@ -410,9 +414,37 @@ impl Uplink {
                             batch_size = (batch_size / 2).max(1);
                             warn!(%status, batch_size, "batch too large for the central store; sending smaller batches");
                         }
+                        400 | 422 if out.ids.len() > 1 => {
+                            // Something in the batch is invalid to the central store. Halve until the
+                            // offending reading is alone, so everything else keeps flowing.
+                            batch_size = (out.ids.len() / 2).max(1);
+                            warn!(%status, batch_size, "the central store refused a batch: {text}; narrowing it down");
+                            backoff.reset();
+                            return_now = true;
+                        }
+                        400 | 422 if out.ids.len() == 1 => {
+                            let db = self.db.clone();
+                            let ids = out.ids.clone();
+                            let total = tokio::task::spawn_blocking(move || Store::open(&db)?.reject(&ids))
+                                .await
+                                .map_err(|e| anyhow!("{e}"))
+                                .and_then(|r| r.map_err(anyhow::Error::from));
+                            error!(
+                                %status,
+                                rejected_total = ?total.ok(),
+                                "the central store refused a reading as invalid: {text}; it is set aside in the site \
+                                 store (sent = 2) and no longer blocks the uplink"
+                            );
+                            backoff.reset();
+                            return_now = true;
+                        }
                         _ => warn!(%status, "the central store refused the batch: {text}; retrying in {wait:?}"),
                     }
-                    wait
+                    if return_now {
+                        Duration::ZERO
+                    } else {
+                        wait
+                    }
                 }
                 Err(e) => {
                     stats.failures += 1;

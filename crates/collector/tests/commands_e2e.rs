@@ -239,3 +239,51 @@ async fn readings_wait_for_a_trustworthy_clock_and_are_flagged() {
     let _ = stop_tx.send(());
     daemon.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_the_central_store_refuses_is_set_aside_and_the_rest_flows() {
+    use ami_collector::store::{Store, StoredReading};
+    use ami_device::{Quality, Reading, Value, ValueKind};
+    let c = central("s3").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let db = dir.path().join("data/readings.db");
+    {
+        let mut s = Store::open(&db).unwrap();
+        let rows: Vec<StoredReading> = (0..40)
+            .map(|i| StoredReading {
+                reading: Reading {
+                    meter: "m".into(),
+                    name: "status".into(),
+                    obis: "0-0:96.5.0".parse().unwrap(),
+                    // One status word holds a NUL, which the central store refuses (PostgreSQL text can't).
+                    value: Value::Text(if i == 17 { "bad\0word".into() } else { format!("word {i}") }),
+                    unit: String::new(),
+                    ts: Utc.timestamp_millis_opt(1_795_392_000_000 + i64::from(i) * 900_000).unwrap(),
+                    quality: Quality::OK,
+                },
+                kind: ValueKind::Static,
+            })
+            .collect();
+        s.insert(&rows, None).unwrap();
+    }
+    let text = format!(
+        "[site]\nid = \"s3\"\ndata_dir = \"data\"\n[uplink]\nurl = \"http://{}\"\ntoken = \"{}\"\ninterval = \"100ms\"\nbatch = 16\n",
+        c.addr, c.site_token
+    );
+    let config = Config::parse(&text, &dir.path().join("amid.toml")).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(ami_collector::run::run(config, async {
+        let _ = rx.await;
+    }));
+    let t0 = Instant::now();
+    while Store::open(&db).unwrap().depth().unwrap().0 > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the refused reading blocks the uplink");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(());
+    daemon.await.unwrap().unwrap();
+    assert_eq!(Store::open(&db).unwrap().rejected_total().unwrap(), 1);
+    let sites = get(&c, "/api/v1/sites").await;
+    assert_eq!(sites[0]["readings"], 39, "{sites}");
+}

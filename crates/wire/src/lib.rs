@@ -199,6 +199,9 @@ pub struct Health {
     pub oldest_unsent: Option<i64>,
     /// Readings dropped by the store's overflow policy since the store was created.
     pub dropped: u64,
+    /// Readings the central store refused as invalid (kept at the site, set aside) since the store was
+    /// created.
+    pub rejected: u64,
     /// Per meter.
     pub meters: Vec<MeterHealth>,
     /// Per bus.
