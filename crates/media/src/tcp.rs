@@ -83,6 +83,15 @@ impl TcpTransport {
                     io::Error::new(io::ErrorKind::TimedOut, format!("connect to {host}:{port} timed out"))
                 })??;
             stream.set_nodelay(true)?;
+            // A NAT box or firewall that silently forgets an idle connection would otherwise show up only
+            // as timeouts until the kernel gives up (~15 min): probe after 60 s idle, every 15 s, 4 times.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(std::time::Duration::from_secs(60))
+                .with_interval(std::time::Duration::from_secs(15))
+                .with_retries(4);
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                tracing::debug!("cannot enable TCP keepalive: {e}");
+            }
             Ok(stream)
         })
     }
@@ -260,6 +269,17 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         (l, port)
+    }
+
+    #[tokio::test]
+    async fn connections_probe_with_tcp_keepalive() {
+        let (l, port) = listener().await;
+        let t = TcpTransport::connect("127.0.0.1", port).await.unwrap();
+        let _peer = l.accept().await.unwrap();
+        let State::Connected(stream) = &t.state else { panic!("not connected") };
+        let sock = socket2::SockRef::from(stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), std::time::Duration::from_secs(60));
     }
 
     #[tokio::test]
