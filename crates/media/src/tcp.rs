@@ -279,7 +279,7 @@ mod tests {
         let State::Connected(stream) = &t.state else { panic!("not connected") };
         let sock = socket2::SockRef::from(stream);
         assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.keepalive_time().unwrap(), std::time::Duration::from_secs(60));
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), std::time::Duration::from_secs(60));
     }
 
     #[tokio::test]
