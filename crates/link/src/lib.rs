@@ -11,6 +11,7 @@
 pub mod backoff;
 mod bus;
 pub mod crc;
+pub mod mbus;
 pub mod modbus;
 
 pub use bus::{Bus, BusConfig, BusHandle, BusStats, Counters, Exchange, LinkError, Reply};

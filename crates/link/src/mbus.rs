@@ -1,0 +1,1 @@
+//! EN 13757-2 frames: single character E5, short, control and long frames, checksum, deframer, matchers.

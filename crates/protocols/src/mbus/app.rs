@@ -1,0 +1,1 @@
+//! EN 13757-3 application layer: fixed header and variable data records.

@@ -1,0 +1,1 @@
+//! M-Bus master requests and sans-IO read-out / search state machines.
