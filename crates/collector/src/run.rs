@@ -42,6 +42,15 @@ pub struct MeterPlan {
     pub address: u8,
 }
 
+impl MeterPlan {
+    /// The master to use for this meter: the meter's configured timeout, else the profile's (slow
+    /// models), else the bus default.
+    fn master(&self, bus_master: &Master) -> Master {
+        let timeout = self.cfg.timeout.or(self.profile.line.timeout_ms.map(Duration::from_millis));
+        bus_master.clone().with_timeout(timeout)
+    }
+}
+
 /// Resolves every meter's profile; errors name the config line and key.
 pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
     let mut dirs: Vec<PathBuf> = config.site.profile_dirs.clone();
@@ -428,17 +437,9 @@ async fn run_command(
             Ok(format!("read {n} values"))
         }
         Action::Control { name, on } => {
-            let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
-            ami_device::modbus::write_control(
-                &m.profile,
-                &master.clone().with_timeout(timeout),
-                &m.cfg.id,
-                m.address,
-                name,
-                *on,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            ami_device::modbus::write_control(&m.profile, &m.master(master), &m.cfg.id, m.address, name, *on)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("{name} switched {}", if *on { "on" } else { "off" }))
         }
         Action::SetClock => Err(format!(
@@ -451,9 +452,7 @@ async fn run_command(
 /// Reads every value of one meter; `Err` when the meter did not answer at all. Readings taken while the
 /// site clock is not trustworthy are flagged `clock_untrusted`.
 async fn poll_meter(m: &MeterPlan, master: &Master, clock: &Clock) -> Result<Vec<StoredReading>, String> {
-    // Meter config, then the profile's own timeout (slow models), then the bus default.
-    let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis));
-    let master = master.clone().with_timeout(timeout);
+    let master = m.master(master);
     let mut outcome = ami_device::modbus::read_modbus(&m.profile, &master, &m.cfg.id, m.address, || clock())
         .await
         .map_err(|e| e.to_string())?;
