@@ -34,6 +34,9 @@
 //! Panic contract: no input panics [`decode_user_data`] or [`decode_long_frame`] (fuzz target `mbus_app`);
 //! every length is checked before it is used.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod harness;
 mod vif;
 
 use std::fmt;
