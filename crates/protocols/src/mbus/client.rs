@@ -41,8 +41,10 @@
 //! - garbage ([`Probe::Collision`]): several slaves answered at once; fix the next wildcard digit to 0..9
 //!   and probe the ten children, depth first.
 //!
-//! A "One" whose RSP_UD then arrives damaged is treated as a collision too (two `E5`s can superpose into
-//! one clean `E5`; two RSP_UDs cannot). A collision with all 8 digits fixed (two meters with the same id,
+//! A "One" whose RSP_UD then arrives damaged is treated as a collision too (two `E5`s aligned to the bit
+//! superpose into one clean `E5`; two RSP_UDs start at different latencies and arrive damaged). Two
+//! replies that superpose into a *valid* frame cannot be seen by any master; the search then reports the
+//! one id it read. A collision with all 8 digits fixed (two meters with the same id,
 //! e.g. different manufacturers) is reported as [`SearchEvent::Unresolved`]. Ids containing hex digits
 //! `A`–`E` are found when their prefix is unique; with [`SearchConfig::hex_digits`] the search also
 //! probes `A`–`E` at each level.
@@ -831,7 +833,7 @@ impl SecondarySearch {
     #[must_use]
     pub fn new(config: SearchConfig) -> Self {
         let root = SecondaryMask { id_bcd: [0xFF; 4], ..config.filter };
-        Self {
+        let mut this = Self {
             config,
             stack: vec![root],
             step: None,
@@ -840,7 +842,9 @@ impl SecondarySearch {
             probes: 0,
             finished: false,
             events: VecDeque::new(),
-        }
+        };
+        this.next_probe();
+        this
     }
 
     /// Selection probes sent so far (retries included).
@@ -863,9 +867,6 @@ impl SecondarySearch {
 
     /// The next frame to write: the next probe, a retry, or the REQ_UD2 reading a found slave.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.pending.is_none() {
-            self.next_probe();
-        }
         let timeout = self.config.timeout;
         let transmit = self.pending.as_mut()?.poll_transmit(now, timeout)?;
         if matches!(self.step, Some(SearchStep::Probe(_))) {
@@ -906,6 +907,15 @@ impl SecondarySearch {
         if let (Some(SearchStep::Probe(mask)), true) = (self.step, sent) {
             self.pending = None;
             self.probed(mask, probe);
+            self.advance();
+        }
+    }
+
+    /// After an exchange ended without arming another request: go on with the next probe.
+    fn advance(&mut self) {
+        if self.pending.is_none() {
+            self.step = None;
+            self.next_probe();
         }
     }
 
@@ -972,6 +982,7 @@ impl SecondarySearch {
             },
             None => self.pending = None,
         }
+        self.advance();
     }
 
     /// Acts on one probe outcome for `mask`.
