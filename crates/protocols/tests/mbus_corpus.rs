@@ -25,6 +25,20 @@ fn corpus() -> PathBuf {
 /// this decoder reports for it (each string must occur in exactly one reported difference).
 const KNOWN: &[(&str, &str, &[&str])] = &[
     (
+        "ELS_Elster-F96-Plus",
+        "records 4 and 5 are values during an error state whose BCD digits are D/E/B (annex A: digits A–E \
+         signal an error); libmbus skips the bad digits and prints 13131113 W and 131.113 m3/h, we keep the \
+         bytes raw instead of inventing a number",
+        &["record 4 value: ours Raw([189, 235, 221, 221])", "record 5 value: ours Raw([189, 235, 221])"],
+    ),
+    (
+        "abb_f95",
+        "records 2 and 3 are values during an error state whose BCD digits are D/E/B (annex A: digits A–E \
+         signal an error); libmbus skips the bad digits and prints 1311041.3 W and 11.0413 m3/h, we keep the \
+         bytes raw instead of inventing a number",
+        &["record 2 value: ours Raw([221, 180, 235, 221])", "record 3 value: ours Raw([221, 180, 235])"],
+    ),
+    (
         "REL-Relay-Padpuls2",
         "record 1 is a type F date and time with the IV bit (minute byte A1) set: the meter says the time is \
          invalid; libmbus prints a placeholder 1900-01-00T00:00:00Z, we keep the four bytes raw",
@@ -306,4 +320,65 @@ fn every_prefix_of_every_test_frame_is_refused_cleanly() {
             assert!(decode_long_frame(&bytes[..n]).is_err(), "{} cut at {n}", name(&path));
         }
     }
+}
+
+/// Frames where `m-bus-parser` 0.5.3 splits the records differently from us, and why we believe it is wrong.
+const PARSER_DISAGREES: &[(&str, &str)] = &[
+    (
+        "ELS_Elster-F96-Plus",
+        "record 4 (DIF 3C: value during error state, BCD filled with DD): it refuses the record as \
+         InvalidValueInformation; we keep it, with the bytes raw",
+    ),
+    (
+        "abb_f95",
+        "record 2 (DIF 3C: value during error state, BCD filled with DD): it refuses the record as \
+         InvalidValueInformation; we keep it, with the bytes raw",
+    ),
+];
+
+/// `m-bus-parser` (a second, independent decoder) finds the same record boundaries as we do in every test
+/// frame. It is given only the records (after the 12-byte header, which it refuses for ids with a hex
+/// nibble), and its special-DIF record is compared with our manufacturer data.
+#[test]
+fn m_bus_parser_agrees_on_record_boundaries() {
+    use m_bus_parser::user_data::DataRecords;
+    let mut agree = 0;
+    let mut failures = Vec::new();
+    let frames = files("test-frames", ".hex");
+    for path in &frames {
+        let name = name(path);
+        let bytes = hex(&fs::read_to_string(path).unwrap());
+        let t = decode_long_frame(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if bytes.get(6) != Some(&0x72) {
+            agree += 1; // Fixed data structure: no records to split.
+            continue;
+        }
+        let records = &bytes[19..bytes.len() - 2];
+        let theirs: Vec<Result<Vec<u8>, String>> = DataRecords::from(records)
+            .map(|r| r.map(|r| r.raw_bytes().to_vec()).map_err(|e| format!("{e:?}")))
+            .collect();
+        let mut ours: Vec<Result<Vec<u8>, String>> =
+            t.records.iter().map(|r| Ok([r.dif_vif_raw.as_slice(), r.raw.as_slice()].concat())).collect();
+        if let Some(d) = &t.manufacturer_data {
+            ours.push(Ok([&[if t.more_records_follow { 0x1F } else { 0x0F }][..], d].concat()));
+        }
+        let known = PARSER_DISAGREES.iter().find(|(n, _)| *n == name);
+        match (theirs == ours, known) {
+            (true, None) => agree += 1,
+            (false, Some((_, why))) => println!("{name}: m-bus-parser splits differently ({why})"),
+            (true, Some(_)) => failures.push(format!("{name}: now agrees, remove it from PARSER_DISAGREES")),
+            (false, None) => {
+                let first = theirs.iter().zip(&ours).position(|(a, b)| a != b).unwrap_or(theirs.len().min(ours.len()));
+                failures.push(format!(
+                    "{name}: record {first}: m-bus-parser {:02X?}, ours {:02X?} ({} vs {} records)",
+                    theirs.get(first),
+                    ours.get(first),
+                    theirs.len(),
+                    ours.len()
+                ));
+            }
+        }
+    }
+    println!("m-bus-parser agrees on the record boundaries of {agree}/{} frames", frames.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

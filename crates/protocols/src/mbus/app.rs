@@ -590,11 +590,11 @@ fn value(coding: u8, lvar: Option<u8>, vif: u8, vifes: &[u8], data: &[u8], meani
         (0x06, &[a, b, c, d, e, f]) if datetime => date_i([a, b, c, d, e, f]),
         (0x05, &[a, b, c, d]) => number(f64::from(f32::from_le_bytes([a, b, c, d]))),
         (0x01..=0x04 | 0x06 | 0x07, _) => number(int(data)),
-        (0x09..=0x0C | 0x0E, _) => number(bcd(data)),
+        (0x09..=0x0C | 0x0E, _) => bcd(data).map_or_else(|| RecordValue::Raw(data.to_vec()), number),
         (0x0D, _) => match lvar {
             Some(0x00..=0xBF) => RecordValue::Text(data.iter().rev().map(|&b| char::from(b)).collect()),
-            Some(0xC0..=0xCF) => number(bcd_digits(data)),
-            Some(0xD0..=0xDF) => number(-bcd_digits(data)),
+            Some(0xC0..=0xCF) => bcd_digits(data).map_or_else(|| RecordValue::Raw(data.to_vec()), number),
+            Some(0xD0..=0xDF) => bcd_digits(data).map_or_else(|| RecordValue::Raw(data.to_vec()), |v| number(-v)),
             _ => RecordValue::Raw(data.to_vec()),
         },
         _ => RecordValue::Raw(data.to_vec()),
@@ -611,27 +611,29 @@ fn int(b: &[u8]) -> f64 {
     v as f64
 }
 
-/// BCD (type A), least significant byte first; `F` in the top nibble means negative. Like libmbus, a
-/// top nibble above 9 contributes no digit.
-fn bcd(b: &[u8]) -> f64 {
-    let mut v: f64 = 0.0;
-    for &x in b.iter().rev() {
-        v *= 10.0;
-        if x >> 4 < 0x0A {
-            v += f64::from(x >> 4);
+/// BCD (type A), least significant byte first; `F` as the most significant digit means negative. `None`
+/// when any other digit is above 9: annex A leaves A–E to signal an error (meters fill a value during an
+/// error state with `DD`), so such a field is not a number (libmbus reads it as one, skipping bad digits).
+fn bcd(b: &[u8]) -> Option<f64> {
+    let (last, rest) = b.split_last()?;
+    let (sign, top) = if last >> 4 == 0x0F { (-1.0, 0) } else { (1.0, last >> 4) };
+    let mut v = 0.0;
+    for d in std::iter::once(top)
+        .chain(std::iter::once(last & 0x0F))
+        .chain(rest.iter().rev().flat_map(|x| [x >> 4, x & 0x0F]))
+    {
+        if d > 9 {
+            return None;
         }
-        v = v * 10.0 + f64::from(x & 0x0F);
+        v = v * 10.0 + f64::from(d);
     }
-    if b.last().is_some_and(|x| x >> 4 == 0x0F) {
-        -v
-    } else {
-        v
-    }
+    Some(sign * v)
 }
 
-/// BCD digits of a variable-length field (LVAR `C0`–`DF`), least significant byte first.
-fn bcd_digits(b: &[u8]) -> f64 {
-    b.iter().rev().fold(0.0, |v, &x| (v * 10.0 + f64::from(x >> 4)) * 10.0 + f64::from(x & 0x0F))
+/// BCD digits of a variable-length field (LVAR `C0`–`DF`), least significant byte first; `None` for a digit
+/// above 9.
+fn bcd_digits(b: &[u8]) -> Option<f64> {
+    b.iter().rev().flat_map(|x| [x >> 4, x & 0x0F]).try_fold(0.0, |v, d| (d <= 9).then(|| v * 10.0 + f64::from(d)))
 }
 
 /// The year of a type F/G/I date: 7 bits, 0–80 taken as 2000–2080, the rest as 1981–2027 (annex A).
@@ -713,7 +715,7 @@ fn decode_fixed(data: &[u8]) -> Result<Telegram, AppError> {
         .into_iter()
         .map(|(unit_code, counter)| {
             let u = vif::fixed_unit(unit_code);
-            let raw = if status & 0x01 != 0 { f64::from(i32::from_le_bytes(counter)) } else { bcd(&counter) };
+            let raw = if status & 0x01 != 0 { Some(f64::from(i32::from_le_bytes(counter))) } else { bcd(&counter) };
             Record {
                 function,
                 storage: u64::from(status & 0x40 != 0),
@@ -723,7 +725,7 @@ fn decode_fixed(data: &[u8]) -> Result<Telegram, AppError> {
                 unit: u.unit.to_string(),
                 lib_unit: u.lib_unit.to_string(),
                 quantity: u.quantity.to_string(),
-                value: RecordValue::Number(raw * u.factor),
+                value: raw.map_or_else(|| RecordValue::Raw(counter.to_vec()), |v| RecordValue::Number(v * u.factor)),
                 dif_vif_raw: vec![unit_code],
                 raw: counter.to_vec(),
             }
