@@ -1096,3 +1096,269 @@ mod tests {
         assert!(!more_records_follow(0x70, &[0x1F]));
     }
 }
+
+/// Decoder harness shared by the cargo-fuzz target `mbus_link` (`fuzz/`) and a seeded noise test, so CI
+/// runs the same code without cargo-fuzz. Built for tests and with the `fuzzing` feature only.
+///
+/// [`mbus_link`](harness::mbus_link) feeds one byte string to the EN 13757-2 deframer (as one buffer and
+/// as a stream with resynchronisation), to both reply matchers, to the record walk behind
+/// [`more_records_follow`], to the selection and header parsers, and as line input to a [`ReadOut`] and a
+/// [`SecondarySearch`]. The bytes are also wrapped in a valid long frame so that mutations reach the
+/// paths behind the checksum. It panics (on purpose: that is what a fuzzer reports) when a decoder panics
+/// or breaks an invariant the bus and the state machines rely on.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness {
+    use std::time::{Duration, Instant};
+
+    use ami_link::mbus::{control, AckMatcher, Frame, RspUdMatcher, ACK, MAX_DATA_LEN};
+    use ami_link::{Check, ReplyMatcher};
+
+    use super::{
+        more_records_follow, ReadOut, ReadOutConfig, ReadOutEvent, SearchConfig, SearchEvent, SecondaryId,
+        SecondaryMask, SecondarySearch, Target,
+    };
+
+    /// Feeds `data` to every M-Bus link decoder and the master state machines. Panics only on a bug.
+    pub fn mbus_link(data: &[u8]) {
+        frames(data);
+        // The bytes as the user data of a valid RSP_UD, so the checksum gate lets them through.
+        let body = data.get(..data.len().min(MAX_DATA_LEN)).unwrap_or_default();
+        let a = data.first().copied().unwrap_or(1);
+        let ci = data.get(1).copied().unwrap_or(0x72);
+        for ci in [ci, 0x72, 0x7A, 0x78] {
+            let wrapped = Frame::Long { c: control::RSP_UD, a, ci, data: body.to_vec() };
+            let bytes = wrapped.encode().expect("at most 252 data bytes encode");
+            match Frame::parse(&bytes) {
+                Ok(back) if body.is_empty() => assert_eq!(back, Frame::Control { c: control::RSP_UD, a, ci }),
+                Ok(back) => assert_eq!(back, wrapped),
+                Err(e) => panic!("own frame refused: {e}"),
+            }
+            frames(&bytes);
+            let _ = more_records_follow(ci, body);
+            if let Some(id) = SecondaryId::from_rsp_ud(ci, body) {
+                assert_eq!(id.to_bytes().as_slice(), body.get(..8).unwrap_or_default());
+                assert!(SecondaryMask::exact(&id).matches(&id));
+            }
+        }
+        selection(data);
+        read_out(data);
+        search(data);
+    }
+
+    /// Deframing and reply matching of one buffer.
+    fn frames(buf: &[u8]) {
+        if let Ok(Some((frame, len))) = Frame::decode(buf) {
+            assert!(len > 0 && len <= buf.len(), "frame of {len} in {} bytes", buf.len());
+            let wire = buf.get(..len).unwrap_or_default();
+            assert_eq!(frame.encode().ok().as_deref(), Some(wire), "decoded {frame:?} re-encodes");
+            assert_eq!(frame.buffer_len(), len);
+            assert_eq!(Frame::parse(wire).as_ref(), Ok(&frame));
+        }
+        // As a stream: decode, drop a byte on error (resynchronise), stop when more bytes are needed.
+        let mut rest = buf;
+        let mut frames = 0usize;
+        while !rest.is_empty() {
+            match Frame::decode(rest) {
+                Ok(Some((_, len))) => {
+                    frames += 1;
+                    rest = rest.get(len..).unwrap_or_default();
+                }
+                Ok(None) => break,
+                Err(_) => rest = rest.get(1..).unwrap_or_default(),
+            }
+        }
+        assert!(frames <= buf.len());
+        if let Some(len) = matched(&AckMatcher, buf) {
+            assert_eq!((len, buf.first()), (1, Some(&ACK)), "AckMatcher accepted something else than E5");
+        }
+        for address in [None, buf.get(5).copied(), Some(1), Some(0xFD)] {
+            let m = RspUdMatcher { address };
+            if let Some(len) = matched(&m, buf) {
+                let frame = Frame::parse(buf.get(..len).unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("RspUdMatcher accepted a bad frame: {e}"));
+                assert!(frame.c().is_some_and(control::is_rsp_ud), "not RSP_UD: {frame:?}");
+                assert!(matches!(frame, Frame::Control { .. } | Frame::Long { .. }));
+                if let Some(want) = address {
+                    assert_eq!(frame.a(), Some(want), "RspUdMatcher accepted another address");
+                }
+            }
+        }
+    }
+
+    /// Runs a matcher and checks that its verdict is usable by the bus; the length of a complete reply.
+    fn matched(matcher: &dyn ReplyMatcher, buf: &[u8]) -> Option<usize> {
+        match matcher.check(buf) {
+            Check::Complete { len } => {
+                assert!(len > 0 && len <= buf.len(), "Complete {{ len: {len} }} for {} bytes", buf.len());
+                Some(len)
+            }
+            Check::Foreign { skip, .. } => {
+                assert!(skip > 0 && skip <= buf.len(), "Foreign {{ skip: {skip} }} for {} bytes", buf.len());
+                None
+            }
+            Check::Incomplete | Check::Corrupt { .. } => None,
+        }
+    }
+
+    /// The first 8 bytes as a selection: the mask survives frame → bytes → frame.
+    fn selection(data: &[u8]) {
+        let body: Vec<u8> = data.iter().copied().chain(std::iter::repeat(0xFF)).take(8).collect();
+        let frame = Frame::Long { c: control::SND_UD, a: 0xFD, ci: 0x52, data: body.clone() };
+        let mask = SecondaryMask::from_frame(&frame).expect("an 8-byte selection parses");
+        assert_eq!(mask.frame(), frame, "selection mask round trip");
+        let _ = mask.to_string();
+        let _ = mask.fixed_digits();
+        for pos in 0..SecondaryMask::DIGITS {
+            let d = data.get(pos).copied().unwrap_or(0) & 0x0F;
+            assert_eq!(mask.with_digit(pos, d).digit(pos), d);
+        }
+    }
+
+    /// Splits `data` into reads: each chunk's first byte gives the next chunk's length.
+    fn chunks(data: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        while let Some(&n) = rest.first() {
+            let n = usize::from(n % 64).max(1).min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            out.push(chunk);
+            rest = tail;
+        }
+        out
+    }
+
+    /// `data` as everything a meter sends during a read-out; timeouts in between.
+    fn read_out(data: &[u8]) {
+        let target = match data.first() {
+            Some(b) if b & 1 == 1 => Target::Secondary(SecondaryMask::wildcard()),
+            Some(b) => Target::Primary(b >> 1),
+            None => Target::Primary(1),
+        };
+        let config = ReadOutConfig { max_telegrams: 4, ..ReadOutConfig::default() };
+        let mut r = ReadOut::new(target, config);
+        let mut now = Instant::now();
+        let (mut telegrams, mut ends) = (0usize, 0usize);
+        for (k, chunk) in chunks(data).into_iter().enumerate() {
+            let _ = r.poll_transmit(now);
+            r.handle_reply(now, chunk);
+            if k % 3 == 2 {
+                now += Duration::from_secs(2);
+                r.handle_timeout(now);
+            }
+            while let Some(e) = r.poll_event() {
+                assert_eq!(ends, 0, "event after the end: {e:?}");
+                match e {
+                    ReadOutEvent::Telegram { frame, .. } => {
+                        telegrams += 1;
+                        assert!(frame.c().is_some_and(control::is_rsp_ud));
+                    }
+                    ReadOutEvent::Finished { telegrams: n } => {
+                        assert_eq!(n, telegrams);
+                        ends += 1;
+                    }
+                    ReadOutEvent::Failed(_) => ends += 1,
+                }
+            }
+        }
+        assert!(telegrams <= 4, "{telegrams} telegrams past max_telegrams");
+        assert_eq!(ends > 0, r.is_done(), "done without an end event or the reverse");
+    }
+
+    /// `data` as the line's answers during a secondary search; a timeout after every third read.
+    fn search(data: &[u8]) {
+        let mut s = SecondarySearch::new(SearchConfig::default());
+        let mut now = Instant::now();
+        let mut found = std::collections::HashSet::new();
+        for (k, chunk) in chunks(data).into_iter().enumerate() {
+            let _ = s.poll_transmit(now);
+            s.handle_reply(now, chunk);
+            if k % 3 == 2 {
+                now += Duration::from_secs(1);
+                s.handle_timeout(now);
+            }
+            while let Some(e) = s.poll_event() {
+                if let SearchEvent::Found { id, .. } = e {
+                    assert!(found.insert(id), "found twice: {id:?}");
+                }
+            }
+        }
+        assert!(s.probes() <= data.len() + 1, "{} probes for {} bytes", s.probes(), data.len());
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// xorshift64*: a fixed seed keeps the test reproducible.
+        struct Rng(u64);
+
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+            }
+
+            fn below(&mut self, n: usize) -> usize {
+                (self.next() % n as u64) as usize
+            }
+        }
+
+        /// `fuzz/seeds/mbus_link` (the libmbus corpus frames and the master's requests), plus requests
+        /// built here so the test has seeds even without the directory.
+        fn seeds() -> Vec<Vec<u8>> {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/mbus_link");
+            let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
+                .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+                .unwrap_or_default();
+            out.push(super::super::snd_nke(1));
+            out.push(super::super::req_ud2(0xFD, true));
+            out.push(super::super::select_secondary(
+                &SecondaryMask::from_digits("1234FFFF").unwrap_or_else(SecondaryMask::wildcard),
+            ));
+            out.push(vec![0xE5]);
+            out.push(vec![0x68, 0x03, 0x03, 0x68, 0x08, 0x01, 0x70, 0x79, 0x16]);
+            out
+        }
+
+        #[test]
+        fn seed_frames_pass_the_harness() {
+            let seeds = seeds();
+            assert!(seeds.len() > 80, "fuzz/seeds/mbus_link holds the corpus frames ({} seeds)", seeds.len());
+            for s in &seeds {
+                mbus_link(s);
+            }
+        }
+
+        #[test]
+        fn harness_survives_20k_random_and_mutated_byte_strings() {
+            let mut rng = Rng(0x5EED_3B05_0000_E5E5);
+            let seeds = seeds();
+            for round in 0..20_000 {
+                let data: Vec<u8> = if round % 2 == 0 {
+                    let len = if rng.below(4) == 0 { rng.below(300) } else { rng.below(16) };
+                    let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    // Plausible starts, so the length logic is reached often.
+                    if let Some(first) = d.first_mut() {
+                        *first = [0x68, 0x10, 0xE5, *first][rng.below(4)];
+                    }
+                    d
+                } else {
+                    let mut d = seeds[rng.below(seeds.len())].clone();
+                    for _ in 0..=rng.below(3) {
+                        let at = rng.below(d.len() + 1);
+                        match rng.below(4) {
+                            0 if at < d.len() => d[at] ^= 1 << rng.below(8),
+                            1 if at < d.len() => d[at] = rng.next() as u8,
+                            2 => d.insert(at, rng.next() as u8),
+                            _ => d.truncate(at),
+                        }
+                    }
+                    d
+                };
+                mbus_link(&data);
+            }
+        }
+    }
+}
