@@ -793,7 +793,7 @@ mod tests {
 
     #[test]
     fn dates_and_plain_text_vifs() {
-        // 02 6C: type G 2011-01-05? bytes 5F 1C: day 31, month 12, year 0x0A = 2010.
+        // 42 6C: storage 1, type G date 5F 1C: day 31, month 12, year 0b0001010 = 2010.
         let t = decode_user_data(
             0x72,
             &bytes("78 56 34 12 24 40 01 07 55 00 00 00 42 6C 5F 1C 02 FC 03 48 52 25 74 D4 11"),
@@ -803,5 +803,147 @@ mod tests {
         assert_eq!(t.records[0].storage, 1);
         assert_eq!(t.records[1].quantity, "%RH");
         assert_eq!(t.records[1].value, RecordValue::Number(45.64));
+    }
+
+    /// User data of CI 72: a header (id 12345678, manufacturer `ELS` = 0x1593, version 1, water, access 0x55,
+    /// status 0, signature 0) followed by `records`.
+    fn with_header(records: &str) -> Vec<u8> {
+        bytes(&format!("78 56 34 12 93 15 01 07 55 00 00 00 {records}"))
+    }
+
+    fn one(records: &str) -> Record {
+        let t = decode_user_data(0x72, &with_header(records)).unwrap();
+        assert_eq!(t.records.len(), 1, "{t:?}");
+        t.records.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn integers_are_signed_and_bcd_carries_its_sign_in_the_top_digit() {
+        // 02 13: 16-bit integer volume in litres; FF FF = -1 l.
+        assert_eq!(one("02 13 FF FF").value, RecordValue::Number(-0.001));
+        // 0C 13: 8-digit BCD, 00 00 00 00 12 → 12 l.
+        assert_eq!(one("0C 13 12 00 00 00").value, RecordValue::Number(0.012));
+        // 0A 5A: 4-digit BCD flow temperature in 0.1 degC, top digit F = negative: -12.3 degC.
+        let r = one("0A 5A 23 F1");
+        assert_eq!((r.unit.as_str(), r.quantity.as_str()), ("degC", "Flow temperature"));
+        assert_eq!(r.value, RecordValue::Number(-12.3));
+        // A digit A-E is an error marker, not a number: raw.
+        assert_eq!(one("0A 5A 2D 01").value, RecordValue::Raw(vec![0x2D, 0x01]));
+        // 05 2B: 32-bit real power in W.
+        assert_eq!(one("05 2B 00 00 C0 3F").value, RecordValue::Number(1.5));
+        // 07 03: 64-bit integer energy in Wh.
+        assert_eq!(one("07 03 01 00 00 00 00 00 00 80").value, RecordValue::Number(-9_223_372_036_854_775_807.0));
+    }
+
+    #[test]
+    fn dife_chain_gives_storage_tariff_and_subunit() {
+        // DIF 84 (storage bit 0), DIFE C1 (ext, subunit 1, tariff 0, storage 1), DIFE 23 (tariff 2, storage 3).
+        let r = one("84 C1 23 03 0A 00 00 00");
+        assert_eq!(r.storage, 1 << 1 | 3 << 5);
+        assert_eq!(r.tariff, 2 << 2);
+        assert_eq!(r.subunit, 1);
+        assert!(r.has_dife);
+        assert_eq!(r.dif_vif_raw, bytes("84 C1 23 03"));
+        assert_eq!(r.raw, bytes("0A 00 00 00"));
+        // The function field: maximum, minimum, value during error state.
+        assert_eq!(one("12 2B 10 00").function, Function::Maximum);
+        assert_eq!(one("22 2B 10 00").function, Function::Minimum);
+        assert_eq!(one("32 2B 10 00").function, Function::ValueDuringErrorState);
+    }
+
+    #[test]
+    fn extension_tables_and_orthogonal_corrections() {
+        // FD 48: voltage in 0.1 V (0x08E8 = 2280); FD 59: current in 1 mA.
+        let v = one("02 FD 48 E8 08");
+        assert_eq!(
+            (v.unit.as_str(), v.quantity.as_str(), v.value.clone()),
+            ("V", "Voltage", RecordValue::Number(228.0))
+        );
+        let a = one("02 FD 59 10 00");
+        assert_eq!((a.unit.as_str(), a.value), ("A", RecordValue::Number(0.016)));
+        // FD 17 error flags: a dimensionless number.
+        assert_eq!(one("01 FD 17 04").quantity, "Error flags");
+        // FB 01: energy in MWh.
+        assert_eq!(one("01 FB 01 02").value, RecordValue::Number(2e6));
+        // 83 74: energy in Wh, VIFE 74 = x10^-2.
+        assert_eq!(one("01 83 74 64").value, RecordValue::Number(1.0));
+        // 83 7A: additive correction +10^-1.
+        assert_eq!(one("01 83 7A 02").value, RecordValue::Number(2.1));
+        // 43: volume flow in 10^-4 m3/min, converted to m3/h.
+        let f = one("01 43 0A");
+        assert_eq!(f.unit, "m3/h");
+        let RecordValue::Number(x) = f.value else { panic!() };
+        assert!((x - 0.06).abs() < 1e-12);
+    }
+
+    #[test]
+    fn variable_length_data_text_bcd_and_binary() {
+        // LVAR 03: ASCII sent last character first.
+        assert_eq!(one("0D 78 03 43 42 41").value, RecordValue::Text("ABC".into()));
+        // LVAR C2: positive BCD, 2 bytes; LVAR D2: negative.
+        assert_eq!(one("0D 13 C2 34 12").value, RecordValue::Number(1.234));
+        assert_eq!(one("0D 13 D2 34 12").value, RecordValue::Number(-1.234));
+        // LVAR E2: binary, kept raw.
+        assert_eq!(one("0D FD 17 E2 01 02").value, RecordValue::Raw(vec![1, 2]));
+        // LVAR F7 is reserved.
+        assert!(matches!(
+            decode_user_data(0x72, &with_header("0D 13 F7 00")),
+            Err(AppError::BadLvar { lvar: 0xF7, .. })
+        ));
+    }
+
+    #[test]
+    fn date_and_time_types() {
+        // 04 6D type F: 0C 15 A8 22 → minute 12, hour 21, day 8, month 2, year 0b0010101 = 21.
+        assert_eq!(one("04 6D 0C 15 A8 22").value, RecordValue::DateTime("2021-02-08T21:12:00Z".into()));
+        // 06 6D type I: seconds too.
+        assert_eq!(one("06 6D 1E 0C 15 A8 22 00").value, RecordValue::DateTime("2021-02-08T21:12:30Z".into()));
+        // IV bit set: raw.
+        assert_eq!(one("04 6D 8C 15 A8 22").value, RecordValue::Raw(bytes("8C 15 A8 22")));
+    }
+
+    #[test]
+    fn limits_and_envelope_errors() {
+        let dife = format!("8B {} 0B 13 00 00 00", "80 ".repeat(10));
+        assert_eq!(
+            decode_user_data(0x72, &with_header(&dife)),
+            Err(AppError::TooManyExtensions { what: "DIFEs", at: 12 })
+        );
+        let vife = format!("0B 93 {} 00 00 00 00", "80 ".repeat(10));
+        assert!(matches!(
+            decode_user_data(0x72, &with_header(&vife)),
+            Err(AppError::TooManyExtensions { what: "VIFEs", .. })
+        ));
+        assert!(matches!(decode_user_data(0x72, &with_header("7F")), Err(AppError::BadSpecialDif { dif: 0x7F, .. })));
+        assert_eq!(decode_user_data(0x76, &[]), Err(AppError::UnsupportedCi(0x76)));
+        assert_eq!(
+            decode_long_frame(&bytes("68 04 04 68 08 01 70 08 80 16")),
+            Err(AppError::BadChecksum { expected: 0x81, actual: 0x80 })
+        );
+        assert!(matches!(decode_long_frame(&bytes("68 04 05 68 08 01 70 08 81 16")), Err(AppError::Frame(_))));
+        assert!(matches!(decode_long_frame(&bytes("68 04 04 68 08 01 70 08 81 15")), Err(AppError::Frame(_))));
+        assert!(matches!(decode_long_frame(&bytes("68 04 04 68 08 01 70 08 81 16 E5")), Err(AppError::Frame(_))));
+    }
+
+    #[test]
+    fn fixed_data_structure() {
+        // CI 73: id 12345678, access 0A, status 00, units E9 (l, medium bits 11) 7E, counters BCD 1 and 135.
+        let t = decode_long_frame(&bytes("68 13 13 68 08 05 73 78 56 34 12 0A 00 E9 7E 01 00 00 00 35 01 00 00 3C 16"))
+            .unwrap();
+        assert_eq!(t.header.id, "12345678");
+        assert_eq!(t.header.medium, Medium::Water);
+        assert_eq!(t.records[0].function, Function::Actual);
+        assert_eq!((t.records[0].unit.as_str(), t.records[0].value.clone()), ("m3", RecordValue::Number(0.001)));
+        assert_eq!(t.records[1].value, RecordValue::Number(135.0));
+    }
+
+    #[test]
+    fn medium_codes_round_trip() {
+        for code in 0..=u8::MAX {
+            assert_eq!(u8::from(Medium::from(code)), code);
+        }
+        assert_eq!(Medium::from(0x16).name(), "Cold water");
+        assert_eq!(Medium::from(0x22).name(), "Reserved");
+        assert_eq!(Medium::from(0x40).name(), "Unknown medium (0x40)");
     }
 }
