@@ -1,7 +1,8 @@
 //! EN 13757-3 application layer: the user data of an RSP_UD telegram decoded into a fixed header and
 //! typed records with normalized units. Sans-IO and pure: bytes in, [`Telegram`] or [`AppError`] out.
 //!
-//! What it decodes (section numbers of EN 13757-3:2018):
+//! What it decodes (clause and table numbers as in EN 13757-3; they shift slightly between editions, the
+//! names given with them are the stable reference):
 //! - the CI field (5, table 2): `72` variable data structure with the 12-byte long header (6.1), `73`
 //!   fixed data structure (annex G), `70` application error reports (annex I) as [`AppError::Application`];
 //!   the MSB-first variants `76`/`77` and every other CI are refused as [`AppError::UnsupportedCi`];
@@ -15,7 +16,9 @@
 //!   table 15 (`E111 0nnn` ×10^(nnn−6), `E111 10nn` +10^(nn−3), `E111 1101` ×1000);
 //! - data field codings (annex A): integers (type B, signed), BCD (type A, `F` in the top nibble = negative),
 //!   32-bit reals (type H), dates (type G), date and time (types F and I), variable length data (LVAR,
-//!   table 6: text, BCD, binary);
+//!   table 6: text, BCD, binary); BCD with a digit A–E (the standard's error marker, e.g. a value during an
+//!   error state filled with `DD`), NaN/infinite reals and dates flagged invalid are kept as
+//!   [`RecordValue::Raw`], never turned into a number;
 //! - the special DIFs (table 5): `2F` idle filler skipped, `0F`/`1F` manufacturer specific data kept raw in
 //!   [`Telegram::manufacturer_data`] (never dropped), `1F` also sets [`Telegram::more_records_follow`].
 //!
@@ -275,7 +278,7 @@ impl fmt::Display for Function {
 /// A record's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordValue {
-    /// A number with the exponent and the VIFE corrections applied, in [`Record::unit`].
+    /// A number with the exponent and the VIFE corrections applied, in [`Record::unit`]; always finite.
     Number(f64),
     /// Text (variable-length ASCII data, sent last character first, here in reading order).
     Text(String),
@@ -283,8 +286,8 @@ pub enum RecordValue {
     Date(String),
     /// A date and time (types F and I), ISO 8601 `YYYY-MM-DDThh:mm:ssZ` (the meter's local time).
     DateTime(String),
-    /// Bytes it cannot interpret as a number: variable-length binary data, or a date flagged invalid
-    /// (in the order sent).
+    /// Bytes it cannot interpret: variable-length binary data, BCD with a digit A–E (an error marker), a
+    /// NaN or infinite real, a date flagged invalid (in the order sent).
     Raw(Vec<u8>),
 }
 
@@ -580,9 +583,15 @@ fn value(coding: u8, lvar: Option<u8>, vif: u8, vifes: &[u8], data: &[u8], meani
     let code = vif & 0x7F;
     let first_vife = vifes.first().map(|v| v & 0x7F);
     let datetime = code == 0x6D || (vif == 0xFD && matches!(first_vife, Some(0x30 | 0x70)));
+    // A real that is NaN or infinite (type H allows both) is no reading: kept raw.
     let number = |raw: f64| {
         let scaled = raw * meaning.factor;
-        RecordValue::Number(meaning.correction.map_or(scaled, |c| vif::correct(c, scaled)))
+        let v = meaning.correction.map_or(scaled, |c| vif::correct(c, scaled));
+        if v.is_finite() {
+            RecordValue::Number(v)
+        } else {
+            RecordValue::Raw(data.to_vec())
+        }
     };
     match (coding, data) {
         (0x02, &[a, b]) if code == 0x6C => RecordValue::Date(date_g(a, b)),
@@ -829,8 +838,9 @@ mod tests {
         assert_eq!(r.value, RecordValue::Number(-12.3));
         // A digit A-E is an error marker, not a number: raw.
         assert_eq!(one("0A 5A 2D 01").value, RecordValue::Raw(vec![0x2D, 0x01]));
-        // 05 2B: 32-bit real power in W.
+        // 05 2B: 32-bit real power in W; NaN is no reading.
         assert_eq!(one("05 2B 00 00 C0 3F").value, RecordValue::Number(1.5));
+        assert_eq!(one("05 2B 00 00 C0 7F").value, RecordValue::Raw(bytes("00 00 C0 7F")));
         // 07 03: 64-bit integer energy in Wh.
         assert_eq!(one("07 03 01 00 00 00 00 00 00 80").value, RecordValue::Number(-9_223_372_036_854_775_807.0));
     }
