@@ -6,7 +6,8 @@
 //! interprets the user data after the CI field (that is `ami_protocols::mbus::app`), and it never decides
 //! the FCB sequence or the secondary search (that is `ami_protocols::mbus::client`).
 //!
-//! Frame formats (EN 13757-2:2018, 5.4 "Telegram formats", after IEC 60870-5-1 format class FT 1.2):
+//! Frame formats (EN 13757-2:2018, 5.4 "Telegram formats", after IEC 60870-5-1 format class FT 1.2;
+//! clause numbers shift slightly between editions, the names given with them are the stable reference):
 //!
 //! | frame | bytes |
 //! |---|---|

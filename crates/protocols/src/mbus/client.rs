@@ -1,5 +1,8 @@
 //! M-Bus master requests and the sans-IO read-out and secondary-search state machines.
 //!
+//! (Clause numbers as in EN 13757-2:2018 and EN 13757-3:2018; they shift slightly between editions, the
+//! names given with them are the stable reference.)
+//!
 //! This module owns the master's side of the EN 13757-2 link procedures: which frame to send next, what
 //! reply it expects, when to retry, and the frame count bit. It never touches a transport or a clock:
 //! a driver writes what [`ReadOut::poll_transmit`] / [`SecondarySearch::poll_transmit`] hand out, feeds
@@ -220,7 +223,7 @@ fn digit_of(id_bcd: &[u8; 4], pos: usize) -> u8 {
     }
 }
 
-/// A slave's full secondary address, from the fixed header of its RSP_UD (EN 13757-3, 6.2).
+/// A slave's full secondary address, from the fixed header of its RSP_UD (EN 13757-3, 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecondaryId {
     /// Identification number, BCD, least significant byte first (may hold non-decimal nibbles).
@@ -307,9 +310,15 @@ fn walk_records(records: &[u8]) -> Option<bool> {
                 return None;
             }
         }
-        // VIF and its VIFE chain (FD/FB extension tables are VIFs with the extension bit set).
+        // VIF, then for a plain-text VIF (7C/FC) its length byte and text, then the VIFE chain (FD/FB
+        // extension tables are VIFs with the extension bit set). The text comes right after the VIF, as
+        // the meters of the libmbus corpus send it (`02 FC 03 'H' 'R' '%' 74 …`), like `app` decodes it.
         let vif = byte(at)?;
         at += 1;
+        if vif & 0x7F == 0x7C {
+            let n = usize::from(byte(at)?);
+            at = at.checked_add(1 + n)?;
+        }
         let mut ext = vif & 0x80 != 0;
         let mut vifes = 0;
         while ext {
@@ -319,11 +328,6 @@ fn walk_records(records: &[u8]) -> Option<bool> {
             if vifes > 10 {
                 return None;
             }
-        }
-        // Plain-text VIF: a length byte and that many ASCII characters follow the VIFEs.
-        if vif & 0x7F == 0x7C {
-            let n = usize::from(byte(at)?);
-            at = at.checked_add(1 + n)?;
         }
         let len = match dif & 0x0F {
             0x0 | 0x8 => 0,
@@ -1084,7 +1088,10 @@ mod tests {
         // 0F: manufacturer data to the end, no more telegrams, even when that data ends with 1F.
         assert!(!more_records_follow(0x72, &tele(&[0x0F, 0x01, 0x1F])));
         // Plain-text VIF with its length, variable length data, filler.
-        assert!(more_records_follow(0x72, &tele(&[0x2F, 0x0D, 0xFC, 0x02, b'a', b'b', 0x02, b'x', b'y', 0x1F])));
+        assert!(more_records_follow(0x72, &tele(&[0x2F, 0x0D, 0x7C, 0x02, b'a', b'b', 0x02, b'x', b'y', 0x1F])));
+        // Plain-text VIF with a VIFE after the text (libmbus corpus, too_long_var_vif): 2-byte value D4 11.
+        assert!(more_records_follow(0x72, &tele(&[0x02, 0xFC, 0x03, b'H', b'R', b'%', 0x74, 0xD4, 0x11, 0x1F])));
+        assert!(!more_records_follow(0x72, &tele(&[0x02, 0xFC, 0x03, b'H', b'R', b'%', 0x74, 0x1F, 0x11])));
         // Short header (CI 7A) and no header (CI 78).
         assert!(more_records_follow(0x7A, &[1, 0, 0, 0, 0x1F]));
         assert!(more_records_follow(0x78, &[0x1F]));
