@@ -534,3 +534,99 @@ fn foreign_frames_and_stray_bytes_are_skipped_within_the_deadline() {
     readout.handle_timeout(now + Duration::from_secs(60));
     assert!(readout.poll_event().is_none() && readout.poll_transmit(now).is_none());
 }
+
+mod over_the_bus {
+    //! The same line behind a real link `Bus` on an in-process loopback, with paused time: the async
+    //! drivers `client::read_out` and `client::search` only pump the state machines.
+
+    use std::sync::{Arc, Mutex};
+
+    use ami_link::{Bus, BusConfig};
+    use ami_media::loopback::{pair, LoopbackTransport};
+    use ami_protocols::mbus::client::{read_out, search, ReadOutReport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Serves `line` on the slave end of a loopback: deframes requests, answers as the line does.
+    fn serve(mut end: LoopbackTransport, line: Arc<Mutex<Line>>) {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 512];
+            loop {
+                let got = match end.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(got) => got,
+                };
+                buf.extend_from_slice(&chunk[..got]);
+                loop {
+                    match Frame::decode(&buf) {
+                        Ok(Some((_, len))) => {
+                            let request: Vec<u8> = buf.drain(..len).collect();
+                            let reply = line.lock().unwrap().exchange(&request);
+                            if let Some(reply) = reply {
+                                if end.write_all(&reply).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            buf.remove(0);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn bus_over(line: Line) -> (ami_link::BusHandle, Arc<Mutex<Line>>) {
+        let (master, slave) = pair();
+        let line = Arc::new(Mutex::new(line));
+        serve(slave, Arc::clone(&line));
+        let config = BusConfig { id: "mbus".into(), ..BusConfig::default() };
+        (Bus::spawn(Box::new(master), config), line)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_meter_that_drops_every_second_reply_is_read_completely_without_duplicates() {
+        let mut meter = Meter::new(5, "12345678", three_telegrams());
+        meter.drop_every_second = true;
+        let (bus, line) = bus_over(Line::new(vec![meter], Collide::Garbage));
+        let report = read_out(&bus, "m5", Target::Primary(5), ReadOutConfig::default()).await.unwrap();
+        let values: Vec<u8> = report.telegrams.iter().map(|f| f.data()[14]).collect();
+        assert_eq!(values, [1, 2, 3]);
+        assert!(!report.next_fcb);
+        let sent = line.lock().unwrap().sent.clone();
+        assert_eq!(control_fields(&sent), [0x40, 0x7B, 0x7B, 0x5B, 0x5B, 0x7B, 0x7B]);
+        assert_eq!(bus.stats().total.timeouts, 3, "{:?}", bus.stats());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_meter_fails_with_a_timeout_over_the_bus() {
+        let (bus, _line) = bus_over(Line::new(vec![], Collide::Garbage));
+        let err = read_out(&bus, "m9", Target::Primary(9), ReadOutConfig::default()).await.unwrap_err();
+        assert_eq!(err, ReadOutError::Timeout { request: "SND_NKE", attempts: 3 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn secondary_search_over_the_bus_finds_all_30_meters_then_reads_one_by_its_id() {
+        let (bus, _line) = bus_over(Line::new(thirty_meters(), Collide::Garbage));
+        let report = search(&bus, "search", SearchConfig::default()).await.unwrap();
+        let mut ids: Vec<String> = report.found.iter().map(|(id, _)| id.id_digits()).collect();
+        ids.sort();
+        let mut expected: Vec<String> = thirty_meters().iter().map(|m| m.id.id_digits()).collect();
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert!(report.unresolved.is_empty(), "{:?}", report.unresolved);
+        assert_eq!(report.probes, 271);
+        // Read one of the found meters by its full secondary address.
+        let (id, _) = report.found.iter().find(|(id, _)| id.id_digits() == "12345675").unwrap();
+        let ReadOutReport { telegrams, .. } =
+            read_out(&bus, "12345675", Target::Secondary(SecondaryMask::exact(id)), ReadOutConfig::default())
+                .await
+                .unwrap();
+        assert_eq!(telegrams.len(), 1);
+        assert_eq!(SecondaryId::from_rsp_ud(0x72, telegrams[0].data()), Some(*id));
+    }
+}

@@ -4,8 +4,9 @@
 //! names given with them are the stable reference.)
 //!
 //! This module owns the master's side of the EN 13757-2 link procedures: which frame to send next, what
-//! reply it expects, when to retry, and the frame count bit. It never touches a transport or a clock:
-//! a driver writes what [`ReadOut::poll_transmit`] / [`SecondarySearch::poll_transmit`] hand out, feeds
+//! reply it expects, when to retry, and the frame count bit. The state machines never touch a transport
+//! or a clock ([`read_out`] and [`search`] are the thin async drivers that pump them through the link
+//! `Bus`): a driver writes what [`ReadOut::poll_transmit`] / [`SecondarySearch::poll_transmit`] hand out, feeds
 //! received bytes to `handle_reply(now, bytes)`, calls `handle_timeout(now)` when `poll_timeout()` has
 //! passed, and takes results from `poll_event()`. It does not decode records (that is [`super::app`]); it
 //! only walks the record headers far enough to see DIF `1F` (more records follow).
@@ -58,7 +59,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use ami_link::mbus::{control, is_collision, AckMatcher, Address, Frame, RspUdMatcher, MAX_FRAME_LEN};
-use ami_link::{Check, ReplyMatcher};
+use ami_link::{BusHandle, Check, Exchange, LinkError, ReplyMatcher};
 
 /// CI 0x52: selection of a slave by secondary address (EN 13757-3, table 2).
 const CI_SELECTION: u8 = 0x52;
@@ -531,6 +532,9 @@ pub enum ReadOutError {
     /// The slave kept announcing more records beyond [`ReadOutConfig::max_telegrams`].
     #[error("more than {0} telegrams")]
     TooManyTelegrams(usize),
+    /// The bus could not carry the exchange (transport down, bus closed); only from [`read_out`].
+    #[error(transparent)]
+    Link(#[from] LinkError),
 }
 
 /// What a [`ReadOut`] reports.
@@ -674,6 +678,15 @@ impl ReadOut {
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(outcome) = self.pending.as_mut().and_then(|p| p.handle_timeout(now)) {
             self.finish_exchange(outcome);
+        }
+    }
+
+    /// The driver's own matcher found the reply damaged (for drivers that match replies themselves, like
+    /// the link `Bus`): the attempt failed and is retried with the same FCB. Ignored when nothing is
+    /// outstanding.
+    pub fn handle_corrupt(&mut self, _now: Instant, reason: &str) {
+        if self.pending.as_ref().is_some_and(|p| p.deadline.is_some()) {
+            self.finish_exchange(Outcome::Corrupt(reason.to_owned()));
         }
     }
 
@@ -904,6 +917,15 @@ impl SecondarySearch {
         }
     }
 
+    /// The driver's own matcher found the reply damaged (for drivers that match replies themselves, like
+    /// the link `Bus`): a collision for a probe, a retry or a split for the read. Ignored when nothing is
+    /// outstanding.
+    pub fn handle_corrupt(&mut self, _now: Instant, reason: &str) {
+        if self.pending.as_ref().is_some_and(|p| p.deadline.is_some()) {
+            self.finish_exchange(Outcome::Corrupt(reason.to_owned()));
+        }
+    }
+
     /// Reports the outcome of the outstanding probe directly (instead of bytes and timeouts). Ignored
     /// unless a probe has been transmitted and is waiting.
     pub fn handle_probe(&mut self, _now: Instant, probe: Probe) {
@@ -1101,6 +1123,97 @@ mod tests {
         // Fixed data and application errors never continue.
         assert!(!more_records_follow(0x73, &[0x1F]));
         assert!(!more_records_follow(0x70, &[0x1F]));
+    }
+}
+
+/// What [`read_out`] returns: the telegrams in order and the FCB to start the next read-out without reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutReport {
+    /// Every RSP_UD of the read-out, in order.
+    pub telegrams: Vec<Frame>,
+    /// [`ReadOut::next_fcb`] at the end.
+    pub next_fcb: bool,
+}
+
+/// Reads `target` completely through the link `Bus`: a driver that only pumps a [`ReadOut`] (house style
+/// rule 11). Each frame goes out as one [`Exchange`] with [`Transmit::expect`] as the matcher, the
+/// read-out's timeout and no bus retries: the state machine retries itself, so the FCB rule holds, and the
+/// bus still keeps the guard time, discards stale input and drains the line after every failed attempt.
+/// `meter` labels the bus counters and logs.
+pub async fn read_out(
+    bus: &BusHandle,
+    meter: &str,
+    target: Target,
+    config: ReadOutConfig,
+) -> Result<ReadOutReport, ReadOutError> {
+    let mut r = ReadOut::new(target, config);
+    let mut telegrams = Vec::new();
+    loop {
+        while let Some(event) = r.poll_event() {
+            match event {
+                ReadOutEvent::Telegram { frame, .. } => telegrams.push(frame),
+                ReadOutEvent::Finished { .. } => return Ok(ReadOutReport { telegrams, next_fcb: r.next_fcb() }),
+                ReadOutEvent::Failed(e) => return Err(e),
+            }
+        }
+        let now = Instant::now();
+        let Some(tx) = r.poll_transmit(now) else {
+            // invariant: a read-out that has not ended always has a request to send; end it cleanly anyway.
+            return Err(ReadOutError::Timeout { request: "REQ_UD2", attempts: 0 });
+        };
+        let exchange =
+            Exchange::new(meter, tx.bytes, Some(Box::new(tx.expect))).with_timeout(config.timeout).with_retries(0);
+        match bus.transact(exchange).await {
+            Ok(reply) => r.handle_reply(now, &reply.frame),
+            Err(LinkError::Timeout { .. }) => r.handle_timeout(r.poll_timeout().unwrap_or(now)),
+            Err(LinkError::Corrupt { reason, .. }) => r.handle_corrupt(now, &reason),
+            Err(e) => return Err(ReadOutError::Link(e)),
+        }
+    }
+}
+
+/// What [`search`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchReport {
+    /// Slaves found, in search order: secondary address and the A field of their RSP_UD.
+    pub found: Vec<(SecondaryId, u8)>,
+    /// Masks that could not be resolved, with the reason.
+    pub unresolved: Vec<(SecondaryMask, String)>,
+    /// Selection probes sent.
+    pub probes: usize,
+}
+
+/// Runs a [`SecondarySearch`] over a whole line through the link `Bus` (same pumping as [`read_out`]; a
+/// probe without reply costs [`SearchConfig::timeout`] plus the bus's drain). `meter` labels the bus
+/// counters. Fails only when the bus cannot carry exchanges at all.
+pub async fn search(bus: &BusHandle, meter: &str, config: SearchConfig) -> Result<SearchReport, LinkError> {
+    let mut s = SecondarySearch::new(config);
+    let mut report = SearchReport::default();
+    loop {
+        while let Some(event) = s.poll_event() {
+            match event {
+                SearchEvent::Found { id, primary } => report.found.push((id, primary)),
+                SearchEvent::Unresolved { mask, reason } => report.unresolved.push((mask, reason)),
+                SearchEvent::Finished { probes, .. } => {
+                    report.probes = probes;
+                    return Ok(report);
+                }
+            }
+        }
+        let now = Instant::now();
+        let Some(tx) = s.poll_transmit(now) else {
+            // invariant: a search that has not finished always has a frame to send.
+            report.probes = s.probes();
+            return Ok(report);
+        };
+        let exchange =
+            Exchange::new(meter, tx.bytes, Some(Box::new(tx.expect))).with_timeout(config.timeout).with_retries(0);
+        match bus.transact(exchange).await {
+            Ok(reply) => s.handle_reply(now, &reply.frame),
+            Err(LinkError::Timeout { .. }) => s.handle_timeout(s.poll_timeout().unwrap_or(now)),
+            Err(LinkError::Corrupt { reason, .. }) => s.handle_corrupt(now, &reason),
+            Err(e) => return Err(e),
+        }
     }
 }
 
