@@ -587,6 +587,36 @@ impl ReplyMatcher for RspUdMatcher {
     }
 }
 
+/// The slave's side of the FCB rule (EN 13757-2, 5.5.2), for simulators and tests: decides whether a
+/// request is new (send the next telegram) or a retry (repeat the last one).
+///
+/// A request without FCV (SND_NKE) is never counted; a request with FCV is new when its FCB differs from
+/// the last one seen. SND_NKE clears the stored bit, so the master's first REQ_UD2 after it (FCB = 1) is
+/// new. Before any request with FCV, every request is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlaveFcb {
+    last: Option<bool>,
+}
+
+impl SlaveFcb {
+    /// SND_NKE received: the stored FCB is cleared.
+    pub fn reset(&mut self) {
+        self.last = Some(false);
+    }
+
+    /// A request with control field `c` received: `true` when it is a new request, `false` for a retry
+    /// (the same FCB as the previous request with FCV set).
+    pub fn is_new(&mut self, c: u8) -> bool {
+        if c & control::FCV == 0 {
+            return true;
+        }
+        let fcb = control::fcb(c);
+        let new = self.last != Some(fcb);
+        self.last = Some(fcb);
+        new
+    }
+}
+
 /// A frame for the log.
 fn describe(frame: &Frame, len: usize) -> String {
     match frame {
@@ -716,6 +746,21 @@ mod tests {
         assert!(control::is_req_ud2(0x7B) && control::is_req_ud2(0x5B) && !control::is_req_ud2(0x40));
         assert!(control::fcb(0x73) && !control::fcb(0x53));
         assert!(Address::is_primary(0) && Address::is_primary(250) && !Address::is_primary(Address::SELECTED));
+    }
+
+    #[test]
+    fn slave_fcb_tells_new_requests_from_retries() {
+        let mut s = SlaveFcb::default();
+        assert!(s.is_new(control::SND_NKE));
+        s.reset();
+        assert!(s.is_new(0x7B), "FCB 1 after SND_NKE is new");
+        assert!(!s.is_new(0x7B), "same FCB again is a retry");
+        assert!(s.is_new(0x5B));
+        assert!(!s.is_new(0x5B));
+        assert!(s.is_new(0x7B));
+        // After a reset the master starts again with FCB 1.
+        s.reset();
+        assert!(s.is_new(0x7B));
     }
 
     #[test]

@@ -1234,7 +1234,7 @@ pub mod harness {
     use ami_link::{Check, ReplyMatcher};
 
     use super::{
-        more_records_follow, ReadOut, ReadOutConfig, ReadOutEvent, SearchConfig, SearchEvent, SecondaryId,
+        more_records_follow, Probe, ReadOut, ReadOutConfig, ReadOutEvent, SearchConfig, SearchEvent, SecondaryId,
         SecondaryMask, SecondarySearch, Target,
     };
 
@@ -1361,6 +1361,9 @@ pub mod harness {
         for (k, chunk) in chunks(data).into_iter().enumerate() {
             let _ = r.poll_transmit(now);
             r.handle_reply(now, chunk);
+            if k % 7 == 6 {
+                r.handle_corrupt(now, "harness");
+            }
             if k % 3 == 2 {
                 now += Duration::from_secs(2);
                 r.handle_timeout(now);
@@ -1391,7 +1394,13 @@ pub mod harness {
         let mut found = std::collections::HashSet::new();
         for (k, chunk) in chunks(data).into_iter().enumerate() {
             let _ = s.poll_transmit(now);
-            s.handle_reply(now, chunk);
+            match chunk.first().map(|b| b % 8) {
+                Some(0) => s.handle_probe(now, Probe::None),
+                Some(1) => s.handle_probe(now, Probe::One),
+                Some(2) => s.handle_probe(now, Probe::Collision),
+                Some(3) => s.handle_corrupt(now, "collision: harness"),
+                _ => s.handle_reply(now, chunk),
+            }
             if k % 3 == 2 {
                 now += Duration::from_secs(1);
                 s.handle_timeout(now);
