@@ -152,7 +152,7 @@ pub struct ControlArgs {
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
     /// Protocol of the frame.
-    #[arg(long, value_parser = ["modbus"])]
+    #[arg(long, value_parser = ["modbus", "mbus"])]
     protocol: String,
     /// The frame as hex (spaces, colons and 0x prefixes are ignored), e.g. "11 03 00 6B 00 03 76 87".
     #[arg(long, conflicts_with = "hex_file", required_unless_present = "hex_file")]
@@ -163,9 +163,12 @@ pub struct DecodeArgs {
     /// Modbus framing of the capture: rtu (serial, gateways) or tcp (MBAP).
     #[arg(long, value_parser = ["rtu", "tcp"], default_value = "rtu")]
     framing: String,
-    /// Which way the frame went, if known.
+    /// Which way the frame went, if known (Modbus).
     #[arg(long, value_parser = ["request", "response", "auto"], default_value = "auto")]
     direction: String,
+    /// Output: text for a human, or JSON lines (M-Bus: one object for the header, then one per record).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 /// Parses hex text: ignores whitespace, `:`, `,`, `-` and `0x` prefixes.
@@ -205,13 +208,15 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         (None, None) => return Err(anyhow!(BadInput("give --hex or --hex-file".into()))),
     };
     let bytes = parse_hex(&text).map_err(|e| anyhow!(BadInput(format!("bad hex: {e}"))))?;
+    if args.protocol == "mbus" {
+        return crate::mbus_cli::decode(&bytes, args.format == Format::Json);
+    }
     let framing = if args.framing == "tcp" { Framing::Tcp } else { Framing::Rtu };
     let direction = match args.direction.as_str() {
         "request" => Direction::Request,
         "response" => Direction::Response,
         _ => Direction::Auto,
     };
-    let _ = &args.protocol;
     match describe_frame(&bytes, framing, direction) {
         Ok(d) => {
             print!("{d}");
@@ -257,6 +262,18 @@ pub struct SimulateArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Read(_)
+            | Command::Decode(_)
+            | Command::Profiles { .. }
+            | Command::Status { .. }
+            | Command::Config { .. }
+    ) {
+        // One-shot commands end quietly when their output is piped into `head`; the daemon keeps the
+        // default (ignored SIGPIPE) so a closed log pipe never kills it.
+        restore_sigpipe();
+    }
     // The demo prints its own live view; routine info logs would drown it.
     let quiet_demo =
         matches!(cli.command, Command::Demo(_)) && std::env::var_os("AMI_LOG").is_none() && cli.log == "info";
@@ -281,6 +298,18 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called once at start-up, before any thread is spawned; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
 
 fn init_logging(filter: &str) {
     let filter =

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod mbus_cli;
 pub mod outbox;
 pub mod run;
 pub mod schedule;
