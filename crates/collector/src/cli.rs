@@ -43,6 +43,8 @@ enum Command {
     Read(ReadArgs),
     /// Decode a captured frame for a human (e.g. from a logic analyser or `AMI_LOG=ami_media=debug`).
     Decode(DecodeArgs),
+    /// Find the meters on a line (M-Bus: by primary address, or by secondary search with --secondary).
+    Scan(ScanArgs),
     /// Switch a writable control of a meter (e.g. a relay), as the profile defines it.
     Control(ControlArgs),
     /// Show what the daemon's store says about each meter and line: last good read, failures, link counters.
@@ -146,6 +148,32 @@ pub struct ControlArgs {
     /// The state to set.
     #[arg(long, value_parser = ["on", "off"])]
     state: String,
+}
+
+/// `amid scan` arguments.
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Protocol of the line.
+    #[arg(long, value_parser = ["mbus"])]
+    protocol: String,
+    /// The line: serial:///dev/ttyUSB0 (M-Bus default 2400 8E1) or tcp://host:port (a transparent gateway).
+    #[arg(long)]
+    media: String,
+    /// Search by secondary address (wildcard tree walk) instead of probing primary addresses.
+    #[arg(long)]
+    secondary: bool,
+    /// Reply timeout per probe.
+    #[arg(long, value_parser = parse_duration, default_value = "300ms")]
+    timeout: Duration,
+    /// First primary address to probe.
+    #[arg(long, default_value_t = 1)]
+    from: u8,
+    /// Last primary address to probe.
+    #[arg(long, default_value_t = 250)]
+    to: u8,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 /// `amid decode` arguments.
@@ -332,6 +360,24 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Read(args) => read(args).await,
         Command::Control(args) => control(args).await,
         Command::Decode(args) => decode(args),
+        Command::Scan(args) => {
+            let media = parse_media(&args.media)?;
+            if args.from == 0 || args.to > 250 || args.from > args.to {
+                return Err(anyhow!(BadInput(format!(
+                    "--from {} --to {}: expected 1 <= from <= to <= 250",
+                    args.from, args.to
+                ))));
+            }
+            let _ = &args.protocol;
+            crate::mbus_cli::scan(
+                &media,
+                args.secondary,
+                args.timeout,
+                (args.from, args.to),
+                args.format == Format::Json,
+            )
+            .await
+        }
         Command::Status { config } => {
             let cfg = Config::load(&config).map_err(|e| anyhow!(BadInput(e.to_string())))?;
             crate::status::print(&cfg)?;

@@ -1,12 +1,146 @@
-//! M-Bus on the command line: `amid decode --protocol mbus` explains an RSP_UD telegram.
+//! M-Bus on the command line: `amid decode --protocol mbus` explains an RSP_UD telegram; `amid scan
+//! --protocol mbus` finds the meters on a line by primary address or by secondary search.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use ami_protocols::mbus::app::{decode_long_frame, decode_user_data, RecordValue, Telegram};
-use anyhow::anyhow;
+use ami_link::mbus::{AckMatcher, Frame};
+use ami_link::{Bus, BusConfig, BusHandle, Exchange};
+use ami_media::{MediaUrl, Parity, SerialSettings};
+use ami_protocols::mbus::app::{decode_long_frame, decode_user_data, Medium, RecordValue, Telegram};
+use ami_protocols::mbus::client::{read_out, search, ReadOutConfig, SearchConfig, Target};
+use anyhow::{anyhow, Context};
 use serde_json::json;
 
 use crate::BadInput;
+
+/// The three letters of a packed EN 62056-21 / FLAG manufacturer code.
+pub fn manufacturer_letters(code: u16) -> String {
+    (0..3).rev().map(|i| char::from(b'@' + u8::try_from((code >> (5 * i)) & 0x1F).unwrap_or(0))).collect()
+}
+
+/// M-Bus lines default to 2400 baud 8E1 when the serial URL names no settings.
+pub fn mbus_media(url: &MediaUrl) -> MediaUrl {
+    match url {
+        MediaUrl::Serial { path, explicit: false, .. } => MediaUrl::Serial {
+            path: path.clone(),
+            settings: SerialSettings { baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 },
+            explicit: false,
+        },
+        other => other.clone(),
+    }
+}
+
+/// One meter found by a scan.
+struct FoundMeter {
+    address: String,
+    manufacturer: String,
+    medium: String,
+    version: u8,
+    id: String,
+}
+
+async fn scan_primary(bus: &BusHandle, timeout: Duration, from: u8, to: u8) -> Vec<FoundMeter> {
+    let mut found = Vec::new();
+    for a in from..=to {
+        let Ok(request) = Frame::snd_nke(a).encode() else { continue };
+        let exchange = Exchange {
+            meter: format!("mbus-{a}"),
+            request,
+            matcher: Some(Box::new(AckMatcher)),
+            timeout: Some(timeout),
+            retries: Some(1),
+        };
+        if bus.transact(exchange).await.is_err() {
+            continue;
+        }
+        let config = ReadOutConfig { timeout, reset: false, max_telegrams: 1, ..ReadOutConfig::default() };
+        match read_out(bus, &format!("mbus-{a}"), Target::Primary(a), config).await {
+            Ok(report) => {
+                let header = report
+                    .telegrams
+                    .first()
+                    .and_then(|f| f.encode().ok())
+                    .and_then(|bytes| decode_long_frame(&bytes).ok())
+                    .map(|t| t.header);
+                match header {
+                    Some(h) => found.push(FoundMeter {
+                        address: a.to_string(),
+                        manufacturer: h.manufacturer,
+                        medium: h.medium.name(),
+                        version: h.version,
+                        id: h.id,
+                    }),
+                    None => found.push(FoundMeter {
+                        address: a.to_string(),
+                        manufacturer: "?".into(),
+                        medium: "?".into(),
+                        version: 0,
+                        id: "?".into(),
+                    }),
+                }
+            }
+            Err(e) => tracing::warn!(address = a, "answers SND_NKE but its RSP_UD could not be read: {e}"),
+        }
+    }
+    found
+}
+
+/// `amid scan --protocol mbus`.
+pub async fn scan(
+    media: &MediaUrl,
+    secondary: bool,
+    timeout: Duration,
+    range: (u8, u8),
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let media = mbus_media(media);
+    let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
+    let bus = Bus::spawn(transport, BusConfig { id: "scan".into(), timeout, retries: 0, ..BusConfig::default() });
+    let found = if secondary {
+        let config = SearchConfig { timeout, ..SearchConfig::default() };
+        let report = search(&bus, "scan", config).await.map_err(|e| anyhow!("secondary search on {media}: {e}"))?;
+        for (mask, reason) in &report.unresolved {
+            eprintln!("warning: unresolved {mask:?}: {reason}");
+        }
+        eprintln!("{} selection probes", report.probes);
+        report
+            .found
+            .iter()
+            .map(|(id, primary)| FoundMeter {
+                address: primary.to_string(),
+                manufacturer: manufacturer_letters(id.manufacturer),
+                medium: Medium::from(id.medium).name(),
+                version: id.version,
+                id: id.id_digits(),
+            })
+            .collect()
+    } else {
+        scan_primary(&bus, timeout, range.0, range.1).await
+    };
+    if as_json {
+        for m in &found {
+            println!(
+                "{}",
+                json!({"address": m.address, "id": m.id, "manufacturer": m.manufacturer, "medium": m.medium, "version": m.version})
+            );
+        }
+    } else {
+        println!(
+            "{:<8} {:<10} {:<5} {:<28} {:>7}",
+            if secondary { "A-FIELD" } else { "ADDRESS" },
+            "ID",
+            "MAN",
+            "MEDIUM",
+            "VERSION"
+        );
+        for m in &found {
+            println!("{:<8} {:<10} {:<5} {:<28} {:>7}", m.address, m.id, m.manufacturer, m.medium, m.version);
+        }
+        println!("{} meter(s) found on {media}", found.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")
