@@ -24,6 +24,23 @@
 //! up, "around" values wander within their spread. Record values are raw data-field numbers, before the
 //! VIF's exponent (energy `04 06` counts kWh, volume `04 13` litres, flow temperature `02 59` 0.01 °C).
 //!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use ami_link::mbus::{Frame, ACK};
+//! use ami_sim::mbus::{MbusLine, MbusMeterSpec};
+//!
+//! let mut line = MbusLine::with_meters([
+//!     MbusMeterSpec::heat_meter(1, 12_345_678),
+//!     MbusMeterSpec { telegrams: 2, ..MbusMeterSpec::water_meter(2, 12_345_679) },
+//! ])
+//! .unwrap();
+//! assert_eq!(line.handle_frame(&Frame::snd_nke(2)), Some(vec![ACK]));
+//! let rsp_ud = line.handle_frame(&Frame::req_ud2(2, true)).unwrap();
+//! assert_eq!(rsp_ud[0], 0x68);
+//! // Servers share the line: `serve_mbus_tcp(listener, Arc::new(Mutex::new(line)), MbusFaults::default())`.
+//! let _shared = Arc::new(Mutex::new(line));
+//! ```
+//!
 //! Panic contract: no frame and no byte sequence panics anything here.
 
 pub mod server;
@@ -357,6 +374,14 @@ impl MbusMeterSpec {
         }
     }
 
+    /// The same meter with the three-letter manufacturer code `code` (`"KAM"`).
+    ///
+    /// # Errors
+    /// [`MbusSimError::BadManufacturer`] unless exactly three ASCII letters.
+    pub fn with_manufacturer(self, code: &str) -> Result<Self, MbusSimError> {
+        Ok(Self { manufacturer: pack_manufacturer(code)?, ..self })
+    }
+
     /// The secondary address this meter answers to.
     ///
     /// # Errors
@@ -558,6 +583,12 @@ impl MbusLine {
         Ok(())
     }
 
+    /// Removes the meter with id `id` (it then stays silent, like a dead meter); returns its spec.
+    pub fn remove(&mut self, id: u32) -> Option<MbusMeterSpec> {
+        let at = self.meters.iter().position(|m| m.spec.id == id)?;
+        Some(self.meters.remove(at).spec)
+    }
+
     /// Number of meters.
     pub fn len(&self) -> usize {
         self.meters.len()
@@ -610,7 +641,7 @@ impl MbusLine {
     }
 
     /// The current value of record `record` of the meter with id `id` as the next telegram would compute it
-    /// (raw data-field number; an [`ValueModel::Around`] gives its nominal).
+    /// (raw data-field number; a [`ValueModel::Around`] gives its nominal).
     pub fn value(&self, id: u32, record: usize) -> Option<f64> {
         let meter = self.meters.iter().find(|m| m.spec.id == id)?;
         let spec = meter.spec.records.get(record)?;
@@ -761,6 +792,14 @@ mod tests {
         assert_eq!(pack_manufacturer("ABB"), Ok(0x0442));
         assert!(pack_manufacturer("K4M").is_err());
         assert!(pack_manufacturer("KAMS").is_err());
+        let spec = MbusMeterSpec::water_meter(1, 1).with_manufacturer("sen").unwrap();
+        assert_eq!(spec.manufacturer, pack_manufacturer("SEN").unwrap());
+        let mut line = MbusLine::with_meters([spec]).unwrap();
+        let t = decode_long_frame(&line.handle_frame(&Frame::req_ud2(1, true)).unwrap()).unwrap();
+        assert_eq!(t.header.manufacturer, "SEN");
+        assert!(line.remove(1).is_some());
+        assert!(line.is_empty());
+        assert_eq!(line.handle_frame(&Frame::req_ud2(1, true)), None);
     }
 
     #[test]
