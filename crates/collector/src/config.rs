@@ -17,7 +17,8 @@
 //! id = "incomer"               # required, unique
 //! bus = "rs485-a"              # required, a bus id above
 //! profile = "eastron-sdm630"   # a profile id (devices/) or a path to an XML file
-//! address = 1                  # Modbus unit id 1..=247; default: the profile's, else 1
+//! address = 1                  # Modbus unit id 1..=247 (M-Bus primary 1..=250); default: the profile's, else 1
+//! secondary = "12345678"       # M-Bus only: select by secondary address instead of the primary one
 //! interval = "15m"             # poll interval aligned to the wall clock, default 15m
 //! timeout = "500ms"            # optional per-meter override of the bus timeout
 //! ```
@@ -163,8 +164,11 @@ pub struct MeterCfg {
     pub bus: String,
     /// Profile id or path.
     pub profile: String,
-    /// Unit address, if given.
+    /// Unit address, if given (Modbus unit id, or M-Bus primary address).
     pub address: Option<u8>,
+    /// M-Bus secondary address (8-digit identification number): the meter is selected by it and read via
+    /// address 253 instead of by primary address.
+    pub secondary: Option<String>,
     /// Poll interval. Default 15 min.
     pub interval: Duration,
     /// Timeout override.
@@ -232,6 +236,7 @@ struct RawMeter {
     bus: Spanned<String>,
     profile: Spanned<String>,
     address: Option<Spanned<i64>>,
+    secondary: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
 }
@@ -422,13 +427,31 @@ impl Config {
             let address = match &m.address {
                 None => None,
                 Some(a) => match u8::try_from(*a.get_ref()) {
-                    Ok(n) if (1..=247).contains(&n) => Some(n),
+                    // Modbus allows 1..=247, M-Bus 1..=250; the profile's protocol narrows it later.
+                    Ok(n) if (1..=250).contains(&n) => Some(n),
                     _ => {
-                        err(a.span(), key("address"), format!("{} (expected 1..=247)", a.get_ref()));
+                        err(
+                            a.span(),
+                            key("address"),
+                            format!("{} (expected 1..=247 for Modbus, 1..=250 for M-Bus)", a.get_ref()),
+                        );
                         None
                     }
                 },
             };
+            let secondary = m.secondary.as_ref().and_then(|s| {
+                let digits = s.get_ref().trim();
+                if digits.len() == 8 && digits.chars().all(|c| c.is_ascii_digit()) {
+                    Some(digits.to_string())
+                } else {
+                    err(
+                        s.span(),
+                        key("secondary"),
+                        format!("{digits:?} (expected the 8-digit M-Bus identification number)"),
+                    );
+                    None
+                }
+            });
             let interval = match &m.interval {
                 None => Duration::from_secs(900),
                 Some(s) => match parse_duration(s.get_ref()) {
@@ -458,6 +481,7 @@ impl Config {
                 bus: m.bus.get_ref().clone(),
                 profile: m.profile.get_ref().clone(),
                 address,
+                secondary,
                 interval,
                 timeout,
                 line,
@@ -649,7 +673,7 @@ mod tests {
         let e = parse(text).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(":5: meter[0].bus: unknown bus \"nope\""), "{msg}");
-        assert!(msg.contains(":7: meter[0].address: 300 (expected 1..=247)"), "{msg}");
+        assert!(msg.contains(":7: meter[0].address: 300 (expected 1..=247 for Modbus"), "{msg}");
     }
 
     #[test]

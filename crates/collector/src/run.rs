@@ -74,6 +74,23 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
             },
         };
         let address = m.address.or(profile.line.address).unwrap_or(1);
+        let modbus = profile.protocol == ami_device::Protocol::Modbus;
+        if modbus && address > 247 {
+            errors.push(format!(
+                "{}:{}: meter[{i}].address: {address} (expected 1..=247 for Modbus)",
+                config.path.display(),
+                m.line
+            ));
+            continue;
+        }
+        if modbus && m.secondary.is_some() {
+            errors.push(format!(
+                "{}:{}: meter[{i}].secondary: only M-Bus meters have a secondary address",
+                config.path.display(),
+                m.line
+            ));
+            continue;
+        }
         out.push(MeterPlan { cfg: m.clone(), profile, address });
     }
     if errors.is_empty() {
