@@ -58,6 +58,7 @@
 #[doc(hidden)]
 pub mod harness;
 mod library;
+pub mod mbus;
 pub mod modbus;
 mod model;
 mod obis;

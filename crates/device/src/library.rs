@@ -13,13 +13,23 @@ const MAX_PROFILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Loads and validates the profile at `path`. Errors name the path as given.
 pub fn load_profile(path: &Path) -> Result<Profile, Vec<ProfileError>> {
+    let (text, file) = read_profile_text(path)?;
+    let mut profile = parse_profile(&text, &file)?;
+    profile.path = Some(path.to_path_buf());
+    Ok(profile)
+}
+
+/// Reads a profile file as text (size-limited, UTF-8, byte-order mark dropped) and the name errors use.
+pub(crate) fn read_profile_text(path: &Path) -> Result<(String, String), Vec<ProfileError>> {
     let file = path.display().to_string();
     let bytes = read_limited(path).map_err(|message| vec![ProfileError::whole_file(&file, message)])?;
-    let text = match std::str::from_utf8(&bytes) {
+    let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
             // Locate the first invalid byte in the valid prefix.
-            let valid = bytes.get(..e.valid_up_to()).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+            let bytes = e.as_bytes();
+            let valid_up_to = e.utf8_error().valid_up_to();
+            let valid = bytes.get(..valid_up_to).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
             let line = valid.bytes().filter(|&b| b == b'\n').count() + 1;
             let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             return Err(vec![ProfileError {
@@ -30,10 +40,11 @@ pub fn load_profile(path: &Path) -> Result<Profile, Vec<ProfileError>> {
             }]);
         }
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut profile = parse_profile(text, &file)?;
-    profile.path = Some(path.to_path_buf());
-    Ok(profile)
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
+    Ok((text, file))
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, String> {

@@ -12,6 +12,9 @@ use crate::Obis;
 pub enum Protocol {
     /// Modbus RTU / TCP (`protocol="modbus"`).
     Modbus,
+    /// Wired M-Bus, EN 13757-2/-3 (`protocol="mbus"`); the values are in
+    /// [`MbusProfile`](crate::mbus::MbusProfile).
+    Mbus,
 }
 
 /// Default line settings for the meter model (site config may override them).

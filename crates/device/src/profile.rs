@@ -6,9 +6,11 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use ami_protocols::mbus::app::Function;
 use ami_protocols::modbus::plan::Table;
 use ami_protocols::modbus::value::{ByteOrder, Encoding, ValueType, WordOrder};
 
+use crate::mbus::{split_dif_vif, MbusProfile, MbusSelect, MbusValueDef};
 use crate::xml::{self, Attr, Element};
 use crate::{
     Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Obis, Profile, Protocol, ValueDef,
@@ -23,8 +25,8 @@ pub const UNITS: &[&str] =
 /// Units whose values are cumulative registers: their `kind` defaults to `counter`.
 const COUNTER_UNITS: &[&str] = &["Wh", "varh", "VAh", "m3", "J"];
 
-/// Protocol names reserved for the same profile format; only `modbus` is implemented so far.
-const FUTURE_PROTOCOLS: &[&str] = &["dlms", "mbus", "mercury"];
+/// Protocol names reserved for the same profile format; `modbus` and `mbus` are implemented so far.
+const FUTURE_PROTOCOLS: &[&str] = &["dlms", "mercury"];
 
 /// One problem in a profile file, located at the offending element or attribute.
 ///
@@ -64,12 +66,13 @@ impl ProfileError {
 
 impl Protocol {
     /// Every implemented protocol, in the order error messages list them.
-    pub const ALL: [Protocol; 1] = [Protocol::Modbus];
+    pub const ALL: [Protocol; 2] = [Protocol::Modbus, Protocol::Mbus];
 
     /// The name used in profiles (`protocol="modbus"`) and as the source element name.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Modbus => "modbus",
+            Protocol::Mbus => "mbus",
         }
     }
 }
@@ -274,6 +277,12 @@ fn valid_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
+/// [`valid_name`] for the tests of other modules.
+#[cfg(test)]
+pub(crate) fn valid_name_for_tests(s: &str) -> bool {
+    valid_name(s)
+}
+
 /// Profile ids: `[a-z0-9][a-z0-9._-]*`, at most 64 characters.
 pub(crate) fn valid_id(s: &str) -> bool {
     let mut b = s.bytes();
@@ -283,13 +292,26 @@ pub(crate) fn valid_id(s: &str) -> bool {
 }
 
 const PROFILE_ATTRS: &[&str] = &["id", "protocol", "manufacturer", "model", "document"];
-const PROFILE_CHILDREN: &[&str] = &["line", "modbus", "value", "control"];
+const PROFILE_CHILDREN: &[&str] = &["line", "modbus", "mbus", "value", "control"];
 const LINE_ATTRS: &[&str] = &["baud", "parity", "data", "stop", "address", "timeout"];
 const MODBUS_OPTION_ATTRS: &[&str] = &["max-block", "max-gap", "word-order", "byte-order"];
 const VALUE_ATTRS: &[&str] = &["name", "obis", "unit", "kind", "description"];
 const MODBUS_VALUE_ATTRS: &[&str] = &["table", "register", "type", "word-order", "byte-order", "scale", "offset"];
 const CONTROL_ATTRS: &[&str] = &["name", "description"];
 const MODBUS_CONTROL_ATTRS: &[&str] = &["coil", "register", "on", "off"];
+const MBUS_OPTION_ATTRS: &[&str] = &["all-records"];
+const MBUS_VALUE_ATTRS: &[&str] =
+    &["dif-vif", "quantity", "function", "storage", "tariff", "subunit", "description", "scale"];
+/// Longest `dif-vif` selector: DIF, 10 DIFEs, VIF, a plain-text VIF of up to 32 characters, 10 VIFEs.
+const MAX_DIF_VIF: usize = 1 + 10 + 1 + 1 + 32 + 10;
+const FUNCTIONS: &[(&str, Function)] = &[
+    ("instantaneous", Function::Instantaneous),
+    ("maximum", Function::Maximum),
+    ("minimum", Function::Minimum),
+    ("error", Function::ValueDuringErrorState),
+    ("actual", Function::Actual),
+    ("stored", Function::Stored),
+];
 
 const TABLES: &[(&str, Table)] =
     &[("coil", Table::Coil), ("discrete", Table::Discrete), ("holding", Table::Holding), ("input", Table::Input)];
@@ -309,6 +331,47 @@ struct ModbusDefaults {
 /// Parses and validates one profile. `file` is used in error messages (and, when the profile has no
 /// `id` attribute, its stem becomes the id). Every error found is returned, sorted by position.
 pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
+    parse_any(text, file).map(|(p, _)| p)
+}
+
+/// [`crate::mbus::parse_mbus_profile`]: the profile plus its M-Bus part.
+pub(crate) fn parse_mbus(text: &str, file: &str) -> Result<MbusProfile, Vec<ProfileError>> {
+    let (profile, mbus) = parse_any(text, file)?;
+    match mbus {
+        Some(m) => Ok(MbusProfile { profile, values: m.values, all_records: m.all_records }),
+        None => {
+            let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
+            // Point at the protocol attribute of the (valid, hence well-formed) root element.
+            let pos = xml::parse(text)
+                .ok()
+                .and_then(|d| d.root)
+                .and_then(|r| r.attr("protocol").map(|a| a.value_pos))
+                .unwrap_or(0);
+            ctx.error(pos, format!("protocol \"{}\" is not mbus: not an M-Bus profile", profile.protocol));
+            Err(ctx.errors)
+        }
+    }
+}
+
+/// The M-Bus part of a profile.
+struct MbusPart {
+    values: Vec<MbusValueDef>,
+    all_records: bool,
+}
+
+/// What one `<value>` parsed into.
+enum ParsedValue {
+    Modbus(ValueDef),
+    Mbus(MbusValueDef),
+}
+
+/// The source element of a `<value>`.
+enum ParsedSource {
+    Modbus(ModbusValue),
+    Mbus(MbusSelect),
+}
+
+fn parse_any(text: &str, file: &str) -> Result<(Profile, Option<MbusPart>), Vec<ProfileError>> {
     let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
     let doc = match xml::parse(text) {
         Ok(doc) => doc,
@@ -343,7 +406,7 @@ pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError
     }
 }
 
-fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
+fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>)> {
     ctx.check_attrs(el, PROFILE_ATTRS);
     ctx.no_text(el);
 
@@ -399,7 +462,8 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
     // Profile-wide elements first, so values can use the Modbus defaults wherever they appear.
     let mut line = LineDefaults::default();
     let mut modbus = ModbusDefaults::default();
-    let (mut seen_line, mut seen_modbus) = (None::<usize>, None::<usize>);
+    let mut all_records = false;
+    let (mut seen_line, mut seen_modbus, mut seen_mbus) = (None::<usize>, None::<usize>, None::<usize>);
     for child in &el.children {
         match child.name.as_str() {
             "line" => {
@@ -423,6 +487,18 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
                     modbus = modbus_defaults(ctx, child);
                 }
             }
+            "mbus" => {
+                if let Some(first) = seen_mbus {
+                    let first_line = ctx.line_of(first);
+                    ctx.error(child.pos, format!("duplicate <mbus> element (first one at line {first_line})"));
+                } else {
+                    seen_mbus = Some(child.pos);
+                    if protocol.is_some_and(|p| p != Protocol::Mbus) {
+                        ctx.error(child.pos, "<mbus> options in a profile whose protocol is not mbus");
+                    }
+                    all_records = mbus_options(ctx, child);
+                }
+            }
             "value" | "control" => {}
             other => {
                 let msg = if FUTURE_PROTOCOLS.contains(&other) {
@@ -436,17 +512,18 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
     }
 
     let mut values = Vec::new();
+    let mut mbus_values = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut obis_seen: HashMap<Obis, (String, usize)> = HashMap::new();
     let mut controls = Vec::new();
     let mut control_names: HashMap<String, usize> = HashMap::new();
     for child in &el.children {
         match child.name.as_str() {
-            "value" => {
-                if let Some(v) = value(ctx, child, protocol, &modbus, &mut names, &mut obis_seen) {
-                    values.push(v);
-                }
-            }
+            "value" => match value(ctx, child, protocol, &modbus, &mut names, &mut obis_seen) {
+                Some(ParsedValue::Modbus(v)) => values.push(v),
+                Some(ParsedValue::Mbus(v)) => mbus_values.push(v),
+                None => {}
+            },
             "control" => {
                 if let Some(c) = control(ctx, child, protocol, &mut control_names) {
                     controls.push(c);
@@ -455,11 +532,13 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
             _ => {}
         }
     }
-    if !el.children.iter().any(|c| c.name == "value") {
-        ctx.error(el.pos, "empty profile: <profile> defines no <value>");
+    if !el.children.iter().any(|c| c.name == "value") && !all_records {
+        let hint = if protocol == Some(Protocol::Mbus) { " (or <mbus all-records=\"true\"/>)" } else { "" };
+        ctx.error(el.pos, format!("empty profile: <profile> defines no <value>{hint}"));
     }
+    let mbus = (protocol == Some(Protocol::Mbus)).then_some(MbusPart { values: mbus_values, all_records });
 
-    Some(Profile {
+    let profile = Profile {
         id: id?,
         path: None,
         manufacturer: manufacturer?,
@@ -470,7 +549,17 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<Profile> {
         modbus: modbus.options,
         values,
         controls,
-    })
+    };
+    Some((profile, mbus))
+}
+
+/// `<mbus>` directly in `<profile>`: returns `all-records`.
+fn mbus_options(ctx: &mut Ctx<'_>, el: &Element) -> bool {
+    ctx.check_attrs(el, MBUS_OPTION_ATTRS);
+    ctx.no_children(el);
+    el.attr("all-records")
+        .and_then(|a| ctx.choice(a, "all-records value", &[("true", true), ("false", false)]))
+        .unwrap_or(false)
 }
 
 fn line_defaults(ctx: &mut Ctx<'_>, el: &Element, protocol: Option<Protocol>) -> LineDefaults {
@@ -497,6 +586,8 @@ fn line_defaults(ctx: &mut Ctx<'_>, el: &Element, protocol: Option<Protocol>) ->
         // Modbus unit ids 1..247 (0 is broadcast); other protocols use the full byte.
         let (min, max, what) = match protocol {
             Some(Protocol::Modbus) | None => (1, 247, "Modbus address (1..247)"),
+            // M-Bus primary addresses 1..250, and 0 for a factory-new (unconfigured) meter.
+            Some(Protocol::Mbus) => (0, 250, "M-Bus primary address (0..250)"),
         };
         line.address = ctx.parse_with(a, what, |s| parse_in_range(s, min, max).and_then(|v| u8::try_from(v).ok()));
     }
@@ -551,7 +642,7 @@ fn value(
     modbus: &ModbusDefaults,
     names: &mut HashMap<String, usize>,
     obis_seen: &mut HashMap<Obis, (String, usize)>,
-) -> Option<ValueDef> {
+) -> Option<ParsedValue> {
     ctx.check_attrs(el, VALUE_ATTRS);
     ctx.no_text(el);
 
@@ -623,7 +714,19 @@ fn value(
                     ctx.error(child.pos, "<modbus> source in a profile whose protocol is not modbus");
                     continue;
                 }
-                source = modbus_value(ctx, child, modbus).map(ValueSource::Modbus);
+                source = modbus_value(ctx, child, modbus).map(ParsedSource::Modbus);
+            }
+            "mbus" => {
+                source_count += 1;
+                if source_count > 1 {
+                    ctx.error(child.pos, "more than one <mbus> source in <value>");
+                    continue;
+                }
+                if protocol.is_some_and(|p| p != Protocol::Mbus) {
+                    ctx.error(child.pos, "<mbus> source in a profile whose protocol is not mbus");
+                    continue;
+                }
+                source = mbus_select(ctx, child).map(ParsedSource::Mbus);
             }
             other if FUTURE_PROTOCOLS.contains(&other) => {
                 source_count += 1;
@@ -642,14 +745,151 @@ fn value(
         ctx.error(el.pos, format!("<value{shown}> has no source: add a <{expected}> element"));
     }
 
-    Some(ValueDef {
-        name: name?,
-        obis: obis?,
-        unit: unit?,
-        kind: kind?,
+    let line = ctx.line_of(el.pos);
+    Some(match source? {
+        ParsedSource::Modbus(m) => ParsedValue::Modbus(ValueDef {
+            name: name?,
+            obis: obis?,
+            unit: unit?,
+            kind: kind?,
+            description,
+            source: ValueSource::Modbus(m),
+            line,
+        }),
+        ParsedSource::Mbus(select) => ParsedValue::Mbus(MbusValueDef {
+            name: name?,
+            obis: obis?,
+            unit: unit?,
+            kind: kind?,
+            description,
+            select,
+            line,
+        }),
+    })
+}
+
+/// Parses `dif-vif` hex: bytes as two hex digits each, optionally separated by spaces.
+fn parse_hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    // Every token must be whole bytes: "4 06" is refused rather than read as "40 6…".
+    if s.split_whitespace().any(|t| !t.len().is_multiple_of(2)) {
+        return None;
+    }
+    digits.chunks(2).map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok())).collect()
+}
+
+fn mbus_select(ctx: &mut Ctx<'_>, el: &Element) -> Option<MbusSelect> {
+    ctx.check_attrs(el, MBUS_VALUE_ATTRS);
+    ctx.no_children(el);
+    let mut ok = true;
+    let dif_vif = el.attr("dif-vif").and_then(|a| {
+        let Some(bytes) = parse_hex_bytes(&a.value) else {
+            ctx.error(a.value_pos, format!("bad dif-vif \"{}\" (expected hex bytes, e.g. \"04 06\")", a.value));
+            ok = false;
+            return None;
+        };
+        if bytes.len() > MAX_DIF_VIF {
+            ctx.error(a.value_pos, format!("dif-vif has {} bytes (at most {MAX_DIF_VIF})", bytes.len()));
+            ok = false;
+            return None;
+        }
+        match split_dif_vif(&bytes) {
+            Some(h) => Some((bytes, h)),
+            None => {
+                ctx.error(
+                    a.value_pos,
+                    format!(
+                        "dif-vif \"{}\" is not one record header (DIF, DIFEs, VIF, VIFEs with consistent extension bits)",
+                        a.value
+                    ),
+                );
+                ok = false;
+                None
+            }
+        }
+    });
+    let text = |ctx: &mut Ctx<'_>, name: &str, ok: &mut bool| {
+        el.attr(name).and_then(|a| {
+            if a.value.trim().is_empty() {
+                ctx.error(a.value_pos, format!("attribute \"{name}\" on <mbus> is empty"));
+                *ok = false;
+                return None;
+            }
+            Some(a.value.trim().to_string())
+        })
+    };
+    let quantity = text(ctx, "quantity", &mut ok);
+    let description = text(ctx, "description", &mut ok);
+    let function = el.attr("function").and_then(|a| {
+        let f = ctx.choice(a, "function", FUNCTIONS);
+        ok &= f.is_some();
+        f
+    });
+    let mut number = |ctx: &mut Ctx<'_>, name: &str, max: u64, what: &str| {
+        el.attr(name).and_then(|a| {
+            let v = ctx.parse_with(a, what, |s| parse_in_range(s, 0, max));
+            ok &= v.is_some();
+            v
+        })
+    };
+    let storage = number(ctx, "storage", (1u64 << 41) - 1, "storage number (0..2^41-1)");
+    let tariff = number(ctx, "tariff", (1u64 << 20) - 1, "tariff (0..2^20-1)").and_then(|v| u32::try_from(v).ok());
+    let subunit = number(ctx, "subunit", (1u64 << 10) - 1, "sub-unit (0..1023)").and_then(|v| u32::try_from(v).ok());
+    let mut scale = 1.0;
+    if let Some(a) = el.attr("scale") {
+        match parse_f64(a.value.trim()) {
+            Some(v) if v != 0.0 => scale = v,
+            Some(_) => {
+                ctx.error(a.value_pos, "scale must not be 0");
+                ok = false;
+            }
+            None => {
+                ctx.error(a.value_pos, format!("bad number \"{}\" in attribute \"scale\"", a.value));
+                ok = false;
+            }
+        }
+    }
+    // The DIF/DIFEs already fix function, storage, tariff and sub-unit: the explicit ones must agree.
+    if let Some((_, h)) = &dif_vif {
+        let checks: [(&str, Option<String>, String); 4] = [
+            ("function", function.map(|f| f.name().to_string()), h.function.name().to_string()),
+            ("storage", storage.map(|v| v.to_string()), h.storage.to_string()),
+            ("tariff", tariff.map(|v| v.to_string()), h.tariff.to_string()),
+            ("subunit", subunit.map(|v| v.to_string()), h.subunit.to_string()),
+        ];
+        for (name, given, implied) in checks {
+            if let (Some(given), Some(a)) = (given, el.attr(name)) {
+                if given != implied {
+                    ctx.error(
+                        a.value_pos,
+                        format!(
+                            "{name} {} contradicts dif-vif \"{}\", which means {name} {implied}",
+                            a.value,
+                            el.attr("dif-vif").map_or("", |d| d.value.as_str())
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    let selects = ["dif-vif", "quantity", "description"];
+    if !selects.iter().any(|n| el.attr(n).is_some()) {
+        ctx.error(el.pos, "<mbus> selects no record: give \"dif-vif\", \"quantity\" or \"description\"");
+        ok = false;
+    }
+    ok.then(|| MbusSelect {
+        dif_vif: dif_vif.map(|(b, _)| b),
+        quantity,
+        function,
+        storage,
+        tariff,
+        subunit,
         description,
-        source: source?,
-        line: ctx.line_of(el.pos),
+        scale,
     })
 }
 
@@ -735,6 +975,10 @@ fn control(
     protocol: Option<Protocol>,
     names: &mut HashMap<String, usize>,
 ) -> Option<Control> {
+    if protocol == Some(Protocol::Mbus) {
+        ctx.error(el.pos, "<control> in an mbus profile: M-Bus profiles have no writable controls");
+        return None;
+    }
     ctx.check_attrs(el, CONTROL_ATTRS);
     ctx.no_text(el);
     let name = ctx.required(el, "name").and_then(|a| {

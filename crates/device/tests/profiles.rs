@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ami_device::mbus::MbusProfile;
 use ami_device::modbus::plan_modbus;
 use ami_device::{
     check_paths, default_search_dirs, load_profile, parse_profile, resolve_profile, Control, ControlSource,
@@ -73,6 +74,18 @@ fn every_shipped_profile_is_valid() {
     }
     for p in lib.profiles() {
         assert!(p.document.as_deref().is_some_and(|d| !d.is_empty()), "{} names no document", p.id);
+        if p.protocol == Protocol::Mbus {
+            // M-Bus values live in the M-Bus part: a meter profile selects several records, the generic
+            // one takes them all.
+            let m = MbusProfile::from_profile(p).expect("M-Bus part");
+            assert!(m.all_records || m.values.len() >= 5, "{} has only {} values", p.id, m.values.len());
+            for v in &m.values {
+                if matches!(v.unit.as_str(), "Wh" | "m3") {
+                    assert_eq!(v.kind, ValueKind::Counter, "{}/{}", p.id, v.name);
+                }
+            }
+            continue;
+        }
         // Meters read many values; a relay module (controls, no energy) reads only its relay states.
         if p.controls.is_empty() {
             assert!(p.values.len() >= 10, "{} has only {} values", p.id, p.values.len());
@@ -286,7 +299,7 @@ fn unknown_element_is_an_error_and_the_value_has_no_source() {
     let text = edit(4, r#"  <options max-block="40"/>"#);
     assert_eq!(
         errors(&text),
-        ["devices/t.xml:4:3: unknown element <options> in <profile> (expected one of line, modbus, value, control)"]
+        ["devices/t.xml:4:3: unknown element <options> in <profile> (expected one of line, modbus, mbus, value, control)"]
     );
 }
 
@@ -337,8 +350,11 @@ fn structural_mistakes_are_errors() {
     assert_eq!(errors(""), ["devices/t.xml:1:1: empty profile: no <profile> element"]);
     assert_eq!(errors("<meter/>"), ["devices/t.xml:1:1: root element is <meter>, expected <profile>"]);
     // Unsupported protocol.
+    let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="dlms""#);
+    assert!(errors(&text)[0].contains("protocol \"dlms\" is not supported yet (supported: modbus, mbus)"));
+    // Modbus elements in an M-Bus profile.
     let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mbus""#);
-    assert!(errors(&text)[0].contains("protocol \"mbus\" is not supported yet (supported: modbus)"));
+    assert!(errors(&text).iter().any(|e| e.contains("<modbus> source in a profile whose protocol is not modbus")));
     // Bits take no decoding attributes; registers must not run past 0xFFFF.
     let text = edit(12, r#"    <modbus table="coil" register="0x0010" type="u16"/>"#);
     assert!(errors(&text)[0].contains("attribute \"type\" does not apply to table \"coil\""));
