@@ -5,12 +5,15 @@
 //! purpose: that is what a fuzzer reports) when the parser panics or breaks a promise callers rely on:
 //! a refused profile has at least one error, every error points at a real `line:col` of the text and names
 //! the file, errors come sorted by position; an accepted profile has unique value names and OBIS codes,
-//! and its Modbus read plan covers every value exactly once with requests that encode.
+//! and its Modbus read plan covers every value exactly once with requests that encode. The M-Bus view
+//! ([`parse_mbus_profile`]) agrees with the common one: same errors when both refuse, same common part when
+//! both accept, and only M-Bus profiles accepted.
 
 use std::collections::HashSet;
 
+use crate::mbus::{parse_mbus_profile, MbusProfile};
 use crate::modbus::plan_modbus;
-use crate::{parse_profile, ValueSource};
+use crate::{parse_profile, Protocol, ValueSource};
 
 /// The file name the harness passes to the parser (and expects back in every error).
 const FILE: &str = "fuzz/profile.xml";
@@ -18,10 +21,40 @@ const FILE: &str = "fuzz/profile.xml";
 /// Parses `data` as a profile and checks the parser's promises. Panics only on a bug.
 pub fn profile_xml(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    match parse_profile(&text, FILE) {
-        Ok(profile) => accepted(&profile),
-        Err(errors) => refused(&text, &errors),
+    let common = parse_profile(&text, FILE);
+    match &common {
+        Ok(profile) => accepted(profile),
+        Err(errors) => refused(&text, errors),
     }
+    // The M-Bus view of the same text: refused whenever the common view is, and then for the same
+    // reasons; accepted only for an M-Bus profile, with the same common part.
+    match (parse_mbus_profile(&text, FILE), common) {
+        (Ok(m), Ok(p)) => {
+            assert_eq!(p.protocol, Protocol::Mbus, "an M-Bus profile of protocol {}", p.protocol);
+            assert_eq!(m.profile, p, "the M-Bus view changed the common part");
+            assert!(p.values.is_empty(), "M-Bus values leaked into Profile::values");
+            accepted_mbus(&m);
+        }
+        (Ok(_), Err(e)) => panic!("accepted as M-Bus, refused as a profile: {e:?}"),
+        (Err(errors), Ok(p)) => {
+            assert_ne!(p.protocol, Protocol::Mbus, "a valid M-Bus profile refused by the M-Bus view: {errors:?}");
+            refused(&text, &errors);
+        }
+        (Err(mbus), Err(all)) => assert_eq!(mbus, all, "the two views disagree on the errors"),
+    }
+}
+
+fn accepted_mbus(profile: &MbusProfile) {
+    let mut names = HashSet::new();
+    let mut obis = HashSet::new();
+    for v in &profile.values {
+        assert!(names.insert(v.name.as_str()), "duplicate value name {}", v.name);
+        assert!(obis.insert(v.obis), "duplicate OBIS {}", v.obis);
+        let s = &v.select;
+        assert!(s.dif_vif.is_some() || s.quantity.is_some() || s.description.is_some(), "{} selects nothing", v.name);
+        assert!(s.scale.is_finite() && s.scale != 0.0, "{}: scale {}", v.name, s.scale);
+    }
+    assert!(profile.all_records || !profile.values.is_empty(), "an M-Bus profile that reads nothing");
 }
 
 fn refused(text: &str, errors: &[crate::ProfileError]) {
@@ -108,7 +141,7 @@ mod tests {
             .map(|p| std::fs::read(p).expect("readable profile"))
             .collect();
         out.sort();
-        assert!(out.len() >= 4, "the shipped profiles are there");
+        assert!(out.len() >= 8, "the shipped profiles are there");
         out
     }
 
@@ -125,7 +158,12 @@ mod tests {
     fn harness_survives_mutated_profiles() {
         let seeds = shipped();
         // Fragments a mutation may splice in: markup that reaches the validator's branches.
-        let tokens: [&[u8]; 12] = [
+        let tokens: [&[u8]; 17] = [
+            b"<value name=\"y\" obis=\"6-0:1.0.0\" unit=\"Wh\"><mbus dif-vif=\"04 06\" quantity=\"Energy\"/></value>",
+            b"<mbus all-records=\"true\"/>",
+            b"protocol=\"mbus\"",
+            b"dif-vif=\"84 C0 40 06\"",
+            b"storage=\"3\"",
             b"<value name=\"x\" obis=\"1-0:1.8.0\" unit=\"Wh\"><modbus table=\"input\" register=\"0\" type=\"f32\"/></value>",
             b"<control name=\"r\"><modbus coil=\"1\"/></control>",
             b"register=\"0xFFFF\"",

@@ -3,7 +3,7 @@
 //!
 //! This crate owns the profile format, its validation, profile lookup ([`resolve_profile`],
 //! [`ProfileLibrary`]) and, per protocol, turning a profile into requests and replies into readings
-//! ([`modbus`]). It never names a port or a meter address: that is site config. Parsing never panics
+//! ([`modbus`], [`mbus`]). It never names a port or a meter address: that is site config. Parsing never panics
 //! on any input; every problem is a [`ProfileError`] pointing at the offending element or attribute.
 //!
 //! # The profile format
@@ -26,8 +26,8 @@
 //! </profile>
 //! ```
 //!
-//! - `<profile>`: `protocol` (required; `modbus` today — `dlms`, `mbus` and `mercury` are reserved for
-//!   the same format), `manufacturer` and `model` (required), `id` (default: the file stem;
+//! - `<profile>`: `protocol` (required; `modbus` or `mbus` — `dlms` and `mercury` are reserved for the
+//!   same format), `manufacturer` and `model` (required), `id` (default: the file stem;
 //!   `[a-z0-9][a-z0-9._-]*`), `document` (the manufacturer document and version the map comes from).
 //! - `<line>` (optional, at most one): default line settings a site may override — `baud`, `parity`
 //!   (`none`/`even`/`odd`), `data` (5–8), `stop` (1–2), `address` (factory unit address, 1–247 for
@@ -49,6 +49,13 @@
 //!   a kWh register takes `scale="1000"`. Coils and discrete inputs read as 0 or 1.
 //! - `<control>`: `name`, `description`, and one `<modbus coil="…"/>` (FC 5) or
 //!   `<modbus register="…" on="1" off="0"/>` (FC 6) target.
+//!
+//! - M-Bus source `<mbus>` in a `<value>` selects one record of the read-out by `dif-vif`, `quantity`,
+//!   `description`, `function`, `storage`, `tariff`, `subunit` (plus `scale`); `<mbus all-records="true"/>`
+//!   in `<profile>` stores every other record under a derived name and OBIS code. See [`mbus`] for the
+//!   rules; the M-Bus values are in [`mbus::MbusProfile`] ([`mbus::parse_mbus_profile`],
+//!   [`mbus::load_mbus_profile`], [`mbus::MbusProfile::from_profile`]), while [`Profile::values`] of an
+//!   M-Bus profile is empty.
 //!
 //! Unknown elements and attributes are errors, never ignored, so a typo cannot silently drop a value.
 //! A later protocol adds its own source element (`<dlms class="3" obis="…" attribute="2"/>`,
