@@ -167,6 +167,13 @@ impl MbusProfile {
         self.values.iter().find(|v| v.name == name)
     }
 
+    /// The kind of the reading called `name` with unit `unit`: the value's `kind` when the profile defines
+    /// the name, else (a record of the generic profile) the default for the unit, as for a value without
+    /// `kind` ([`ValueKind::default_for_unit`]).
+    pub fn kind(&self, name: &str, unit: &str) -> ValueKind {
+        self.value(name).map_or_else(|| ValueKind::default_for_unit(unit), |v| v.kind)
+    }
+
     /// The M-Bus part of a profile found by [`resolve_profile`](crate::resolve_profile) or
     /// [`load_profile`](crate::load_profile): the file is read again from `profile.path`.
     ///

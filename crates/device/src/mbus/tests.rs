@@ -365,3 +365,40 @@ fn fallback_names_stay_short_and_split_headers() {
         assert_eq!(split_dif_vif(&bytes(bad)), None, "{bad}");
     }
 }
+
+#[test]
+fn historic_values_take_the_date_time_of_their_storage() {
+    let p = shipped("generic-mbus.xml");
+    // Storage 2 (DIF 84, DIFE 01): energy 3 kWh and date-time 2021-02-08 21:12 (type F); storage 3 energy
+    // without a date; storage 0 energy.
+    let t = decode_long_frame(&long_frame(
+        "84 01 06 03 00 00 00 84 01 6D 0C 15 A8 22 C4 01 06 04 00 00 00 04 06 01 00 00 00",
+    ))
+    .unwrap();
+    let (r, errors) = readings_from_mbus(&p, "m", &[t], now());
+    assert!(errors.is_empty());
+    let s2 = get(&r, "energy_s2");
+    assert_eq!(s2.ts, Utc.with_ymd_and_hms(2021, 2, 8, 21, 12, 0).unwrap());
+    assert_eq!(s2.obis.to_string(), "6-0:1.0.0*2");
+    assert_eq!(get(&r, "energy_s3").ts, now());
+    assert_eq!(get(&r, "energy").ts, now());
+    assert_eq!(p.kind("energy", "Wh"), ValueKind::Counter);
+    assert_eq!(p.kind("flow_temperature", "degC"), ValueKind::Instantaneous);
+}
+
+#[test]
+fn a_profile_built_in_memory_has_no_m_bus_part_to_reload() {
+    let p = shipped("itron-cyble-mbus.xml");
+    let mut common = p.profile.clone();
+    assert_eq!(MbusProfile::from_profile(&common).unwrap(), p);
+    common.path = None;
+    assert!(matches!(MbusProfile::from_profile(&common), Err(ResolveError::NotFound { .. })));
+    let found =
+        resolve_mbus_profile("itron-cyble-mbus", &[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../devices")])
+            .unwrap();
+    assert_eq!(found.values, p.values);
+    assert!(matches!(
+        resolve_mbus_profile("eastron-sdm630", &[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../devices")]),
+        Err(ResolveError::Invalid(_))
+    ));
+}
