@@ -17,6 +17,7 @@
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod harness;
+mod drive;
 pub mod mbus;
 mod meter;
 mod model;

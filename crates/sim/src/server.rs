@@ -3,7 +3,8 @@
 //!
 //! A [`Session`] is one server-side connection without I/O: feed it received bytes with
 //! [`Session::handle_input`], take replies with [`Session::poll_transmit`], tell it about line silence with
-//! [`Session::handle_silence`]. The drivers only pump: read, feed, wait the reply delay, write.
+//! [`Session::handle_silence`]. The drivers only pump: read, feed, wait the reply delay, write; that pump,
+//! the TCP accept loop and serial-port opening are shared with the M-Bus servers (`crate::drive`).
 //!
 //! RTU framing resynchronises on garbage or a bad CRC by dropping one byte at a time (the dropped bytes are
 //! counted and logged once per episode) and silently skips well-formed requests for units it does not serve
@@ -18,27 +19,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ami_link::modbus::{decode_tcp_frame, encode_rtu, encode_tcp, RtuRequestDeframer};
-use ami_media::{MediaUrl, Parity, SerialSettings};
+use ami_media::{MediaUrl, SerialSettings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::drive::{self, connection_seed, GarbageLog, SimSession, TCP_STALE_PARTIAL};
 use crate::{SimError, SimMeter};
 
 /// Unit address 0: an RTU broadcast (writes only, never answered).
 const BROADCAST: u8 = 0;
 /// Bytes kept while waiting for a frame; more than any Modbus ADU (RTU 256, MBAP 260) plus slack.
 pub(crate) const MAX_BUFFER: usize = 1024;
-/// Bytes of dropped garbage shown in the resynchronisation log line.
-const GARBAGE_SHOWN: usize = 32;
-/// A partial frame older than this is discarded on a TCP connection (no line timing there).
-const TCP_STALE_PARTIAL: Duration = Duration::from_secs(1);
-/// Lower bound of the partial-frame discard time on serial lines: USB adapters deliver bytes in bursts
-/// up to 16 ms apart, so the spec's 3.5 characters is too strict for them.
-const SERIAL_STALE_PARTIAL_MIN: Duration = Duration::from_millis(50);
+/// Partial-frame discard time on serial lines, in tenths of a character: 3.5 characters (Modbus over
+/// serial line V1.02, 2.5.1.1).
+const SERIAL_STALE_PARTIAL_TENTHS: u64 = 35;
 
 /// Which ADU the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -313,8 +311,7 @@ pub struct Session {
     /// MBAP: bytes received and not yet part of a frame.
     buf: Vec<u8>,
     /// Bytes dropped in the current resynchronisation episode (first few kept for the log).
-    garbage: Vec<u8>,
-    garbage_len: usize,
+    garbage: GarbageLog,
     out: std::collections::VecDeque<Vec<u8>>,
     peer: String,
 }
@@ -332,8 +329,7 @@ impl Session {
             rng: StdRng::seed_from_u64(seed),
             rtu: RtuRequestDeframer::new(),
             buf: Vec::new(),
-            garbage: Vec::new(),
-            garbage_len: 0,
+            garbage: GarbageLog::default(),
             out: std::collections::VecDeque::new(),
             peer: peer.into(),
         }
@@ -395,7 +391,7 @@ impl Session {
     fn note_dropped_by_deframer(&mut self, before: u64) {
         let n = self.rtu.dropped().saturating_sub(before);
         if n > 0 {
-            self.garbage_len = self.garbage_len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            self.garbage.note_unseen(n);
             StatCells::add(&self.stats().garbage_bytes, n);
         }
     }
@@ -406,29 +402,12 @@ impl Session {
     }
 
     fn note_garbage(&mut self, bytes: &[u8]) {
-        let room = GARBAGE_SHOWN.saturating_sub(self.garbage.len());
-        self.garbage.extend(bytes.iter().take(room));
-        self.garbage_len = self.garbage_len.saturating_add(bytes.len());
+        self.garbage.note(bytes);
         StatCells::add(&self.stats().garbage_bytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX));
     }
 
     fn flush_garbage_log(&mut self, why: &str) {
-        if self.garbage_len == 0 {
-            return;
-        }
-        let mut shown: String = self.garbage.iter().map(|b| format!(" {b:02X}")).collect();
-        if !shown.is_empty() && self.garbage_len > self.garbage.len() {
-            shown.push_str(" …");
-        }
-        tracing::info!(
-            peer = %self.peer,
-            bytes = self.garbage_len,
-            "simulator dropped {} byte(s) to resynchronise ({why}){}{shown}",
-            self.garbage_len,
-            if shown.is_empty() { "" } else { ":" },
-        );
-        self.garbage.clear();
-        self.garbage_len = 0;
+        self.garbage.flush(<Self as SimSession>::NAME, &self.peer, why);
     }
 
     fn process_rtu(&mut self) {
@@ -515,41 +494,28 @@ fn chance(rng: &mut StdRng, p: f64) -> bool {
     p > 0.0 && rng.gen_bool(p.min(1.0))
 }
 
-/// Reads, feeds the session, waits the reply delay, writes. Returns at end of stream or on an I/O error.
-async fn drive<S>(mut stream: S, mut session: Session, delay: Duration, stale_partial: Duration) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut chunk = [0u8; 512];
-    loop {
-        let read = if session.buffered() > 0 {
-            match tokio::time::timeout(stale_partial, stream.read(&mut chunk)).await {
-                Ok(read) => read,
-                Err(_) => {
-                    session.handle_silence();
-                    continue;
-                }
-            }
-        } else {
-            stream.read(&mut chunk).await
-        };
-        let n = read?;
-        if n == 0 {
-            return Ok(());
-        }
-        let received = chunk.get(..n).unwrap_or_default();
-        let fed = session.handle_input(received);
-        while let Some(reply) = session.poll_transmit() {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            stream.write_all(&reply).await?;
-        }
-        stream.flush().await?;
-        if let Err(e) = fed {
-            tracing::warn!(peer = %session.peer, error = %e, "simulator closing connection");
-            return Ok(());
-        }
+impl SimSession for Session {
+    type Error = SessionError;
+    const NAME: &'static str = "simulator";
+
+    fn handle_input(&mut self, _now: Instant, data: &[u8]) -> Result<(), SessionError> {
+        Session::handle_input(self, data)
+    }
+
+    fn handle_silence(&mut self) {
+        Session::handle_silence(self);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        Session::poll_transmit(self)
+    }
+
+    fn buffered(&self) -> usize {
+        Session::buffered(self)
+    }
+
+    fn peer(&self) -> &str {
+        &self.peer
     }
 }
 
@@ -561,12 +527,7 @@ where
 {
     StatCells::add(&sim.shared.stats.connections, 1);
     let session = Session::new(sim, &opts, connection_seed(opts.seed, 1), "stream");
-    drive(stream, session, opts.delay, TCP_STALE_PARTIAL).await
-}
-
-/// A per-connection fault-injection seed.
-fn connection_seed(seed: u64, connection: u64) -> u64 {
-    seed ^ connection.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    drive::drive(stream, session, opts.delay, TCP_STALE_PARTIAL).await
 }
 
 /// Serves `sim` on every connection `listener` accepts, with `opts.framing` (MBAP, or RTU over TCP).
@@ -575,41 +536,11 @@ fn connection_seed(seed: u64, connection: u64) -> u64 {
 /// errors (a client resetting, too many open files) are logged and retried; it returns the error only after
 /// 100 accept failures in a row (about 10 s).
 pub async fn serve_tcp(listener: TcpListener, sim: Simulator, opts: SimOptions) -> io::Result<()> {
-    let mut connections = JoinSet::new();
-    let mut accepted: u64 = 0;
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            result = listener.accept() => match result {
-                Ok((stream, peer)) => {
-                    failures = 0;
-                    accepted = accepted.wrapping_add(1);
-                    StatCells::add(&sim.shared.stats.connections, 1);
-                    // Replies are small and latency matters more than packet count.
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-                    }
-                    let session = Session::new(sim.clone(), &opts, connection_seed(opts.seed, accepted), peer.to_string());
-                    let delay = opts.delay;
-                    connections.spawn(async move {
-                        tracing::debug!(%peer, "simulator connection opened");
-                        if let Err(e) = drive(stream, session, delay, TCP_STALE_PARTIAL).await {
-                            tracing::debug!(%peer, error = %e, "simulator connection ended");
-                        }
-                    });
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "simulator accept failed");
-                    if failures >= 100 {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    drive::serve_listener(listener, opts.seed, opts.delay, |seed, peer| {
+        StatCells::add(&sim.shared.stats.connections, 1);
+        Session::new(sim.clone(), &opts, seed, peer.to_string())
+    })
+    .await
 }
 
 /// Binds `addr` (e.g. `127.0.0.1:0`) and serves `sim` there on a new task. Returns the bound address and
@@ -625,40 +556,21 @@ pub async fn spawn_tcp(
 }
 
 /// How long a partial frame may wait for its next byte on a serial line: 3.5 characters (Modbus over
-/// serial line V1.02, 2.5.1.1), but at least [`SERIAL_STALE_PARTIAL_MIN`].
+/// serial line V1.02, 2.5.1.1), but at least 50 ms.
 fn serial_stale_partial(settings: &SerialSettings) -> Duration {
-    let baud = u64::from(settings.baud.max(1));
-    let micros = 3_500_000 * u64::from(settings.bits_per_char()) / baud;
-    Duration::from_micros(micros).max(SERIAL_STALE_PARTIAL_MIN)
+    drive::serial_stale_partial(settings, SERIAL_STALE_PARTIAL_TENTHS)
 }
 
 /// Serves `sim` on a serial device or pty at `path` with `settings` (ptys ignore baud and parity), with
 /// `opts.framing` (RTU on a real line). Requests for other units on a shared line are skipped silently.
 /// Returns when the device reports an error or end of file.
 pub async fn serve_serial(path: &str, settings: &SerialSettings, sim: Simulator, opts: SimOptions) -> io::Result<()> {
-    use tokio_serial::SerialPortBuilderExt;
-    let parity = match settings.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let data_bits = match settings.data_bits {
-        5 => tokio_serial::DataBits::Five,
-        6 => tokio_serial::DataBits::Six,
-        7 => tokio_serial::DataBits::Seven,
-        _ => tokio_serial::DataBits::Eight,
-    };
-    let stop_bits = if settings.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
-    let port = tokio_serial::new(path, settings.baud)
-        .parity(parity)
-        .data_bits(data_bits)
-        .stop_bits(stop_bits)
-        .open_native_async()
-        .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
-    StatCells::add(&sim.shared.stats.connections, 1);
-    let session = Session::new(sim, &opts, connection_seed(opts.seed, 1), path.to_string());
-    tracing::info!(path, %settings, "simulator serving serial line");
-    drive(port, session, opts.delay, serial_stale_partial(settings)).await
+    let stale = serial_stale_partial(settings);
+    drive::serve_port(path, settings, opts.seed, opts.delay, stale, |seed, path| {
+        StatCells::add(&sim.shared.stats.connections, 1);
+        Session::new(sim, &opts, seed, path)
+    })
+    .await
 }
 
 /// Serves `sim` where a media URL points: `tcp://host:port` binds and serves TCP connections,
@@ -677,9 +589,10 @@ pub async fn serve(url: &MediaUrl, sim: Simulator, opts: SimOptions) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drive::SERIAL_STALE_PARTIAL_MIN;
     use crate::meter::tests::profile;
     use proptest::prelude::*;
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     fn sim() -> Simulator {
         let sim = Simulator::new();

@@ -4,33 +4,32 @@
 //! The session feeds received bytes to [`Frame::decode`] as a stream deframer: a complete frame goes to
 //! the line, "need more" waits, bad bytes (a wrong start, length, checksum or stop) drop one byte and try
 //! again. A partial frame that sees no more bytes for a while is discarded ([`MbusSession::handle_silence`]).
-//! The drivers only pump: read, feed, wait the reply delay, write.
+//! The drivers only pump: read, feed, wait the reply delay, write; that pump, the TCP accept loop and
+//! serial-port opening are shared with the Modbus servers (`crate::drive`).
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ami_link::mbus::{Frame, MAX_FRAME_LEN};
-use ami_media::{MediaUrl, Parity, SerialSettings};
+use ami_media::{MediaUrl, SerialSettings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::MbusLine;
+use crate::drive::{self, connection_seed, GarbageLog, SimSession, TCP_STALE_PARTIAL};
 
 /// A line shared by every server and the test or CLI that owns it.
 pub type SharedMbusLine = Arc<Mutex<MbusLine>>;
 
-/// A partial frame older than this is discarded on a TCP connection (no line timing there).
-const TCP_STALE_PARTIAL: Duration = Duration::from_secs(1);
-/// Lower bound of the partial-frame discard time on serial lines (USB adapters deliver in bursts).
-const SERIAL_STALE_PARTIAL_MIN: Duration = Duration::from_millis(50);
-/// Bytes of dropped garbage shown in the resynchronisation log line.
-const GARBAGE_SHOWN: usize = 32;
+/// Partial-frame discard time on serial lines, in tenths of a character: 3 characters.
+const SERIAL_STALE_PARTIAL_TENTHS: u64 = 30;
 
 /// Seeded fault injection of an M-Bus server.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +69,8 @@ pub struct MbusSession {
     buf: Vec<u8>,
     /// Replies produced so far (for `drop_every_nth`).
     replies: u64,
-    garbage: Vec<u8>,
-    garbage_len: usize,
+    /// Bytes dropped in the current resynchronisation episode (first few kept for the log).
+    garbage: GarbageLog,
     out: std::collections::VecDeque<Vec<u8>>,
     peer: String,
 }
@@ -85,8 +84,7 @@ impl MbusSession {
             rng: StdRng::seed_from_u64(seed),
             buf: Vec::new(),
             replies: 0,
-            garbage: Vec::new(),
-            garbage_len: 0,
+            garbage: GarbageLog::default(),
             out: std::collections::VecDeque::new(),
             peer: peer.into(),
         }
@@ -176,26 +174,40 @@ impl MbusSession {
         if bytes.is_empty() {
             return;
         }
-        let room = GARBAGE_SHOWN.saturating_sub(self.garbage.len());
-        self.garbage.extend(bytes.iter().take(room));
-        self.garbage_len = self.garbage_len.saturating_add(bytes.len());
+        self.garbage.note(bytes);
         let mut line = lock(&self.line);
         let stats = line.stats_mut();
         stats.garbage_bytes = stats.garbage_bytes.saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
     }
 
     fn flush_garbage_log(&mut self, why: &str) {
-        if self.garbage_len == 0 {
-            return;
-        }
-        let mut shown: String = self.garbage.iter().map(|b| format!(" {b:02X}")).collect();
-        if self.garbage_len > self.garbage.len() {
-            shown.push_str(" …");
-        }
-        tracing::info!(peer = %self.peer, bytes = self.garbage_len,
-            "M-Bus simulator dropped {} byte(s) to resynchronise ({why}):{shown}", self.garbage_len);
-        self.garbage.clear();
-        self.garbage_len = 0;
+        self.garbage.flush(<Self as SimSession>::NAME, &self.peer, why);
+    }
+}
+
+impl SimSession for MbusSession {
+    type Error = Infallible;
+    const NAME: &'static str = "M-Bus simulator";
+
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Infallible> {
+        MbusSession::handle_input(self, now, data);
+        Ok(())
+    }
+
+    fn handle_silence(&mut self) {
+        MbusSession::handle_silence(self);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        MbusSession::poll_transmit(self)
+    }
+
+    fn buffered(&self) -> usize {
+        MbusSession::buffered(self)
+    }
+
+    fn peer(&self) -> &str {
+        &self.peer
     }
 }
 
@@ -203,48 +215,6 @@ fn count_connection(line: &SharedMbusLine) {
     let mut line = lock(line);
     let stats = line.stats_mut();
     stats.connections = stats.connections.saturating_add(1);
-}
-
-/// Reads, feeds the session, waits the reply delay, writes. Returns at end of stream or on an I/O error.
-async fn drive<S>(mut stream: S, mut session: MbusSession, delay: Duration, stale_partial: Duration) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut chunk = [0u8; 512];
-    loop {
-        let read = if session.buffered() > 0 {
-            match tokio::time::timeout(stale_partial, stream.read(&mut chunk)).await {
-                Ok(read) => read,
-                Err(_) => {
-                    session.handle_silence();
-                    continue;
-                }
-            }
-        } else {
-            stream.read(&mut chunk).await
-        };
-        let n = read?;
-        if n == 0 {
-            return Ok(());
-        }
-        session.handle_input(Instant::now(), chunk.get(..n).unwrap_or_default());
-        let mut wrote = false;
-        while let Some(reply) = session.poll_transmit() {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            stream.write_all(&reply).await?;
-            wrote = true;
-        }
-        if wrote {
-            stream.flush().await?;
-        }
-    }
-}
-
-/// A per-connection fault-injection seed.
-fn connection_seed(seed: u64, connection: u64) -> u64 {
-    seed ^ connection.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Serves `line` on any byte stream (an in-memory duplex, an accepted socket) until end of stream or an
@@ -255,47 +225,18 @@ where
 {
     count_connection(&line);
     let session = MbusSession::new(line, &faults, connection_seed(faults.seed, 1), "stream");
-    drive(stream, session, faults.delay, TCP_STALE_PARTIAL).await
+    drive::drive(stream, session, faults.delay, TCP_STALE_PARTIAL).await
 }
 
 /// Serves `line` on every connection `listener` accepts (M-Bus frames over TCP, as a transparent
 /// gateway passes them). Runs until dropped or aborted; returns an error only after 100 accept failures
 /// in a row.
 pub async fn serve_mbus_tcp(listener: TcpListener, line: SharedMbusLine, faults: MbusFaults) -> io::Result<()> {
-    let mut connections = JoinSet::new();
-    let mut accepted: u64 = 0;
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            result = listener.accept() => match result {
-                Ok((stream, peer)) => {
-                    failures = 0;
-                    accepted = accepted.wrapping_add(1);
-                    count_connection(&line);
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-                    }
-                    let session = MbusSession::new(
-                        Arc::clone(&line), &faults, connection_seed(faults.seed, accepted), peer.to_string());
-                    let delay = faults.delay;
-                    connections.spawn(async move {
-                        if let Err(e) = drive(stream, session, delay, TCP_STALE_PARTIAL).await {
-                            tracing::debug!(%peer, error = %e, "M-Bus simulator connection ended");
-                        }
-                    });
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "M-Bus simulator accept failed");
-                    if failures >= 100 {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    drive::serve_listener(listener, faults.seed, faults.delay, |seed, peer| {
+        count_connection(&line);
+        MbusSession::new(Arc::clone(&line), &faults, seed, peer.to_string())
+    })
+    .await
 }
 
 /// Binds `addr` (e.g. `127.0.0.1:0`) and serves `line` there on a new task. Returns the bound address and
@@ -312,8 +253,7 @@ pub async fn spawn_mbus_tcp(
 
 /// How long a partial frame may wait for its next byte on a serial line: 3 characters, at least 50 ms.
 fn serial_stale_partial(settings: &SerialSettings) -> Duration {
-    let baud = u64::from(settings.baud.max(1));
-    Duration::from_micros(3_000_000 * u64::from(settings.bits_per_char()) / baud).max(SERIAL_STALE_PARTIAL_MIN)
+    drive::serial_stale_partial(settings, SERIAL_STALE_PARTIAL_TENTHS)
 }
 
 /// Serves `line` on a serial device or pty at `path` with `settings` (M-Bus lines run 2400 8E1; ptys
@@ -324,29 +264,12 @@ pub async fn serve_mbus_serial(
     line: SharedMbusLine,
     faults: MbusFaults,
 ) -> io::Result<()> {
-    use tokio_serial::SerialPortBuilderExt;
-    let parity = match settings.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let data_bits = match settings.data_bits {
-        5 => tokio_serial::DataBits::Five,
-        6 => tokio_serial::DataBits::Six,
-        7 => tokio_serial::DataBits::Seven,
-        _ => tokio_serial::DataBits::Eight,
-    };
-    let stop_bits = if settings.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
-    let port = tokio_serial::new(path, settings.baud)
-        .parity(parity)
-        .data_bits(data_bits)
-        .stop_bits(stop_bits)
-        .open_native_async()
-        .map_err(|e| io::Error::other(format!("cannot open {path}: {e}")))?;
-    count_connection(&line);
-    let session = MbusSession::new(line, &faults, connection_seed(faults.seed, 1), path.to_string());
-    tracing::info!(path, %settings, "M-Bus simulator serving serial line");
-    drive(port, session, faults.delay, serial_stale_partial(settings)).await
+    let stale = serial_stale_partial(settings);
+    drive::serve_port(path, settings, faults.seed, faults.delay, stale, |seed, path| {
+        count_connection(&line);
+        MbusSession::new(line, &faults, seed, path)
+    })
+    .await
 }
 
 /// Serves `line` where a media URL points: `tcp://host:port` binds and serves TCP connections,
@@ -365,8 +288,10 @@ pub async fn serve_mbus(url: &MediaUrl, line: SharedMbusLine, faults: MbusFaults
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drive::SERIAL_STALE_PARTIAL_MIN;
     use crate::mbus::MbusMeterSpec;
     use ami_link::mbus::ACK;
+    use ami_media::Parity;
 
     fn session(faults: MbusFaults) -> (SharedMbusLine, MbusSession) {
         let line = MbusLine::with_meters([MbusMeterSpec::heat_meter(1, 12_345_678)]).unwrap();
