@@ -1,12 +1,13 @@
 //! The I/O shared by every simulator server, whatever protocol its sessions speak: the [`SimSession`]
 //! seam a sans-IO server session implements, the pump [`drive`] that connects one to a byte stream, the
-//! TCP accept loop [`serve_listener`], serial-port opening ([`open_serial`], [`serve_port`]), the
+//! TCP accept loop [`serve_listener`] and [`spawn_listener`], serial-port opening ([`open_serial`], [`serve_port`]), the
 //! stale-partial-frame timing and the resynchronisation log ([`GarbageLog`]).
 //!
 //! The protocol modules (`server` for Modbus, `mbus::server` for M-Bus) keep their deframing, fault
 //! injection, counters and public entry points; this module only pumps bytes and times silence.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use ami_media::{Parity, SerialSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// A partial frame older than this is discarded on a TCP connection (no line timing there).
@@ -155,6 +156,18 @@ where
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0`) and runs `serve` on the listener in a new task. Returns the bound
+/// address and the task.
+pub(crate) async fn spawn_listener<F, Fut>(addr: &str, serve: F) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)>
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: Future<Output = io::Result<()>> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((local, tokio::spawn(serve(listener))))
 }
 
 /// How long a partial frame may wait for its next byte on a serial line: `tenths_of_chars` tenths of a

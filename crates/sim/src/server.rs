@@ -550,9 +550,7 @@ pub async fn spawn_tcp(
     sim: Simulator,
     opts: SimOptions,
 ) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((local, tokio::spawn(serve_tcp(listener, sim, opts))))
+    drive::spawn_listener(addr, |listener| serve_tcp(listener, sim, opts)).await
 }
 
 /// How long a partial frame may wait for its next byte on a serial line: 3.5 characters (Modbus over

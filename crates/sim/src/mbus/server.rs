@@ -246,9 +246,7 @@ pub async fn spawn_mbus_tcp(
     line: SharedMbusLine,
     faults: MbusFaults,
 ) -> io::Result<(SocketAddr, JoinHandle<io::Result<()>>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((local, tokio::spawn(serve_mbus_tcp(listener, line, faults))))
+    drive::spawn_listener(addr, |listener| serve_mbus_tcp(listener, line, faults)).await
 }
 
 /// How long a partial frame may wait for its next byte on a serial line: 3 characters, at least 50 ms.
