@@ -112,6 +112,9 @@ pub struct ReadArgs {
     /// Meter id put in the readings.
     #[arg(long, default_value = "meter")]
     pub meter_id: String,
+    /// M-Bus: select the meter by its 8-digit secondary address instead of --address.
+    #[arg(long)]
+    pub secondary: Option<String>,
 }
 
 /// Where a meter is and how to talk to it (shared by `read` and `control`).
@@ -439,11 +442,16 @@ struct OpenedMeter {
     master: Master,
     unit: u8,
     media: MediaUrl,
+    timeout: Duration,
+    retries: u32,
 }
 
 async fn open_meter(args: &MeterArgs) -> anyhow::Result<OpenedMeter> {
     let profile = load_profile(&args.profile)?;
-    let media = parse_media(&args.media)?;
+    let mut media = parse_media(&args.media)?;
+    if profile.protocol == ami_device::Protocol::Mbus {
+        media = crate::mbus_cli::mbus_media(&media);
+    }
     let framing = match args.framing.as_deref() {
         Some("rtu") => Framing::Rtu,
         Some(_) => Framing::Tcp,
@@ -454,7 +462,7 @@ async fn open_meter(args: &MeterArgs) -> anyhow::Result<OpenedMeter> {
     let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
     let bus =
         Bus::spawn(transport, BusConfig { id: "cli".into(), timeout, retries: args.retries, ..BusConfig::default() });
-    Ok(OpenedMeter { profile, master: Master::new(bus, framing), unit, media })
+    Ok(OpenedMeter { profile, master: Master::new(bus, framing), unit, media, timeout, retries: args.retries })
 }
 
 async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
@@ -477,10 +485,31 @@ async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
-    let OpenedMeter { profile, master, unit, media } = open_meter(&args.meter).await?;
-    let outcome = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)
+    let OpenedMeter { profile, master, unit, media, timeout, retries } = open_meter(&args.meter).await?;
+    let outcome = if profile.protocol == ami_device::Protocol::Mbus {
+        let mp = ami_device::mbus::MbusProfile::from_profile(&profile).map_err(|e| anyhow!(BadInput(e.to_string())))?;
+        let secondary = args.secondary.as_deref();
+        let (readings, errors) = crate::run::read_mbus_meter(
+            &mp,
+            master.bus(),
+            &args.meter_id,
+            unit,
+            secondary,
+            timeout,
+            retries,
+            Utc::now(),
+        )
         .await
-        .map_err(|e| anyhow!("meter {} at {media} address {unit}: {e}", args.meter_id))?;
+        .map_err(|e| {
+            anyhow!("meter {} at {media} address {}: {e}", args.meter_id, secondary.unwrap_or(&unit.to_string()))
+        })?;
+        ReadResult { readings, errors }
+    } else {
+        let o = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)
+            .await
+            .map_err(|e| anyhow!("meter {} at {media} address {unit}: {e}", args.meter_id))?;
+        ReadResult { readings: o.readings, errors: o.errors.iter().map(ToString::to_string).collect() }
+    };
     match args.format {
         Format::Json => {
             for r in &outcome.readings {
@@ -496,6 +525,12 @@ async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
         return Err(anyhow!("meter {} answered but no value could be read", args.meter_id));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What one `amid read` got, whatever the protocol.
+struct ReadResult {
+    readings: Vec<Reading>,
+    errors: Vec<String>,
 }
 
 /// Prints readings as an aligned table.

@@ -38,8 +38,10 @@ pub struct MeterPlan {
     pub cfg: MeterCfg,
     /// The profile it names.
     pub profile: Arc<Profile>,
-    /// Effective unit address.
+    /// Effective unit address (Modbus unit id or M-Bus primary address).
     pub address: u8,
+    /// The M-Bus view of the profile (record selections), for M-Bus meters.
+    pub mbus: Option<Arc<ami_device::mbus::MbusProfile>>,
 }
 
 impl MeterPlan {
@@ -91,7 +93,18 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
             ));
             continue;
         }
-        out.push(MeterPlan { cfg: m.clone(), profile, address });
+        let mbus = if profile.protocol == ami_device::Protocol::Mbus {
+            match ami_device::mbus::MbusProfile::from_profile(&profile) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    errors.push(format!("{}:{}: meter[{i}].profile: {e}", config.path.display(), m.line));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        out.push(MeterPlan { cfg: m.clone(), profile, address, mbus });
     }
     if errors.is_empty() {
         Ok(out)
@@ -370,6 +383,8 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
     let media = effective_media(&cfg, &meters);
     let Some(bus) = open_bus(&cfg, &media, &mut stop).await else { return };
     let master = Master::new(bus.clone(), cfg.framing);
+    let bus_timeout = cfg.timeout;
+    let bus_retries = cfg.retries;
     let now = clock();
     let mut runs: Vec<MeterRun> = meters
         .into_iter()
@@ -404,7 +419,10 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
             }
             let run = &mut runs[i];
             let m = &run.plan;
-            let outcome = poll_meter(m, &master, &clock).await;
+            let outcome = match &m.mbus {
+                Some(mp) => poll_mbus(m, mp, &bus, bus_timeout, bus_retries, &clock).await,
+                None => poll_meter(m, &master, &clock).await,
+            };
             let ended = clock();
             let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
             match &outcome {
@@ -464,6 +482,63 @@ async fn run_command(
             m.profile.id, m.profile.model
         )),
     }
+}
+
+/// Reads an M-Bus meter completely (all telegrams), by primary or secondary address, and maps the records
+/// to readings with its profile; `Err` when the meter did not answer.
+pub async fn read_mbus_meter(
+    mbus: &ami_device::mbus::MbusProfile,
+    bus: &BusHandle,
+    meter: &str,
+    address: u8,
+    secondary: Option<&str>,
+    timeout: Duration,
+    retries: u32,
+    now: DateTime<Utc>,
+) -> Result<(Vec<ami_device::Reading>, Vec<String>), String> {
+    use ami_protocols::mbus::client::{read_out, ReadOutConfig, SecondaryMask, Target};
+    let target = match secondary {
+        Some(id) => Target::Secondary(
+            SecondaryMask::from_digits(id).ok_or_else(|| format!("secondary address {id:?} is not 8 digits"))?,
+        ),
+        None => Target::Primary(address),
+    };
+    let config = ReadOutConfig { timeout, retries, ..ReadOutConfig::default() };
+    let report = read_out(bus, meter, target, config).await.map_err(|e| e.to_string())?;
+    let mut telegrams = Vec::new();
+    for frame in &report.telegrams {
+        let bytes = frame.encode().map_err(|e| e.to_string())?;
+        telegrams.push(
+            ami_protocols::mbus::app::decode_long_frame(&bytes).map_err(|e| format!("undecodable telegram: {e}"))?,
+        );
+    }
+    let (readings, errors) = ami_device::mbus::readings_from_mbus(mbus, meter, &telegrams, now);
+    Ok((readings, errors.iter().map(ToString::to_string).collect()))
+}
+
+async fn poll_mbus(
+    m: &MeterPlan,
+    mp: &ami_device::mbus::MbusProfile,
+    bus: &BusHandle,
+    bus_timeout: Duration,
+    retries: u32,
+    clock: &Clock,
+) -> Result<Vec<StoredReading>, String> {
+    let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(bus_timeout);
+    let (mut readings, errors) =
+        read_mbus_meter(mp, bus, &m.cfg.id, m.address, m.cfg.secondary.as_deref(), timeout, retries, clock()).await?;
+    if let Some(first) = errors.first() {
+        warn!(meter = %m.cfg.id, missing = errors.len(), "values not read, first: {first}");
+    }
+    let trusted = clock_trusted(clock());
+    Ok(readings
+        .drain(..)
+        .map(|mut r| {
+            r.quality.clock_untrusted |= !trusted;
+            let kind = mp.kind(&r.name, &r.unit);
+            StoredReading { reading: r, kind }
+        })
+        .collect())
 }
 
 /// Reads every value of one meter; `Err` when the meter did not answer at all. Readings taken while the

@@ -1,0 +1,124 @@
+//! M-Bus in the daemon and on the command line: `amid read` reads a simulated multi-telegram heat meter
+//! with the generic M-Bus profile, and `amid run` with a Modbus line and an M-Bus line stores both with
+//! OBIS codes and units.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ami_sim::mbus::{spawn_mbus_tcp, MbusFaults, MbusLine, MbusMeterSpec};
+use common::*;
+
+async fn mbus_line(faults: MbusFaults) -> std::net::SocketAddr {
+    let mut heat = MbusMeterSpec::heat_meter(5, 12_345_678);
+    heat.telegrams = 3;
+    let water = MbusMeterSpec::water_meter(6, 87_654_321);
+    let line = MbusLine::with_meters([heat, water]).unwrap();
+    let (addr, task) = spawn_mbus_tcp("127.0.0.1:0", Arc::new(Mutex::new(line)), faults).await.unwrap();
+    std::mem::forget(task); // serves until the test process ends
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_gets_every_record_of_a_multi_telegram_meter_even_when_every_second_reply_is_lost() {
+    let addr = mbus_line(MbusFaults { drop_every_nth: Some(2), ..MbusFaults::default() }).await;
+    let out = tokio::task::spawn_blocking(move || {
+        amid()
+            .args(["read", "--profile", "generic-mbus", "--media", &format!("tcp://{addr}"), "--address", "5"])
+            .args(["--format", "json", "--timeout", "200ms", "--retries", "3"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 10, "all 10 records of the 3 telegrams, once each: {lines:#?}");
+    let energy = lines.iter().find(|l| l["obis"] == "6-0:1.0.0*255").expect("heat energy");
+    assert_eq!(energy["unit"], "Wh");
+    assert!(energy["value"].as_f64().unwrap() >= 12_345_000.0, "{energy}");
+    let mut obis: Vec<&str> = lines.iter().map(|l| l["obis"].as_str().unwrap()).collect();
+    obis.sort_unstable();
+    obis.dedup();
+    assert_eq!(obis.len(), 10, "unique OBIS codes");
+
+    // By secondary address too.
+    let out = tokio::task::spawn_blocking(move || {
+        amid()
+            .args(["read", "--profile", "generic-mbus", "--media", &format!("tcp://{addr}")])
+            .args(["--secondary", "87654321", "--format", "json", "--timeout", "200ms", "--retries", "3"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert!(
+        lines.iter().any(|l| l["obis"].as_str().is_some_and(|o| o.starts_with("8-0:1.0.0")) && l["unit"] == "m3"),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stores_modbus_and_mbus_meters_on_separate_buses_with_obis_and_units() {
+    let mbus = mbus_line(MbusFaults::default()).await;
+    let port = free_port();
+    let mut sim = amid()
+        .args(["simulate", "--profile", "eastron-sdm120", "--listen", &format!("tcp://127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut sim, "simulating");
+    let _sim = Proc(sim);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"mixed\"\ndata_dir = \"data\"\n\
+             [[bus]]\nid = \"modbus\"\nmedia = \"tcp://127.0.0.1:{port}\"\n\
+             [[bus]]\nid = \"mbus\"\nmedia = \"tcp://{mbus}\"\ntimeout = \"300ms\"\n\
+             [[meter]]\nid = \"pv\"\nbus = \"modbus\"\nprofile = \"eastron-sdm120\"\ninterval = \"1s\"\n\
+             [[meter]]\nid = \"heat\"\nbus = \"mbus\"\nprofile = \"generic-mbus\"\naddress = 5\ninterval = \"1s\"\n\
+             [[meter]]\nid = \"water\"\nbus = \"mbus\"\nprofile = \"generic-mbus\"\nsecondary = \"87654321\"\ninterval = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("data/readings.db");
+    let mut daemon = amid().args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    let count = |meter: &str| -> i64 {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM readings WHERE meter = ?1", [meter], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while !(count("pv") >= 24 && count("heat") >= 20 && count("water") >= 10) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "pv {} heat {} water {}",
+            count("pv"),
+            count("heat"),
+            count("water")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    assert!(daemon.wait().unwrap().success());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let unit_of = |meter: &str, obis: &str| -> String {
+        conn.query_row("SELECT unit FROM readings WHERE meter = ?1 AND obis = ?2 LIMIT 1", [meter, obis], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{meter} {obis}: {e}"))
+    };
+    assert_eq!(unit_of("pv", "1-0:32.7.0*255"), "V");
+    assert_eq!(unit_of("heat", "6-0:1.0.0*255"), "Wh");
+    assert_eq!(unit_of("water", "8-0:1.0.0*255"), "m3");
+    let kind: String = conn
+        .query_row("SELECT kind FROM readings WHERE meter = 'heat' AND obis = '6-0:1.0.0*255' LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kind, "counter");
+}
