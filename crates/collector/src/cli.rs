@@ -489,20 +489,18 @@ async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     let outcome = if profile.protocol == ami_device::Protocol::Mbus {
         let mp = ami_device::mbus::MbusProfile::from_profile(&profile).map_err(|e| anyhow!(BadInput(e.to_string())))?;
         let secondary = args.secondary.as_deref();
-        let (readings, errors) = crate::run::read_mbus_meter(
-            &mp,
-            master.bus(),
-            &args.meter_id,
-            unit,
-            secondary,
-            timeout,
-            retries,
-            Utc::now(),
-        )
-        .await
-        .map_err(|e| {
-            anyhow!("meter {} at {media} address {}: {e}", args.meter_id, secondary.unwrap_or(&unit.to_string()))
-        })?;
+        let target = crate::run::mbus_target(unit, secondary).map_err(|e| anyhow!(BadInput(e)))?;
+        let config = ami_protocols::mbus::client::ReadOutConfig { timeout, retries, ..Default::default() };
+        let (readings, errors) =
+            crate::run::read_mbus_meter(&mp, master.bus(), &args.meter_id, target, config, Utc::now()).await.map_err(
+                |e| {
+                    anyhow!(
+                        "meter {} at {media} address {}: {e}",
+                        args.meter_id,
+                        secondary.unwrap_or(&unit.to_string())
+                    )
+                },
+            )?;
         ReadResult { readings, errors }
     } else {
         let o = ami_device::modbus::read_modbus(&profile, &master, &args.meter_id, unit, Utc::now)

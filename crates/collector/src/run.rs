@@ -484,27 +484,28 @@ async fn run_command(
     }
 }
 
-/// Reads an M-Bus meter completely (all telegrams), by primary or secondary address, and maps the records
-/// to readings with its profile; `Err` when the meter did not answer.
-pub async fn read_mbus_meter(
-    mbus: &ami_device::mbus::MbusProfile,
-    bus: &BusHandle,
-    meter: &str,
-    address: u8,
-    secondary: Option<&str>,
-    timeout: Duration,
-    retries: u32,
-    now: DateTime<Utc>,
-) -> Result<(Vec<ami_device::Reading>, Vec<String>), String> {
-    use ami_protocols::mbus::client::{read_out, ReadOutConfig, SecondaryMask, Target};
-    let target = match secondary {
+/// The M-Bus target of a meter: its secondary address when configured, else its primary address.
+pub fn mbus_target(address: u8, secondary: Option<&str>) -> Result<ami_protocols::mbus::client::Target, String> {
+    use ami_protocols::mbus::client::{SecondaryMask, Target};
+    Ok(match secondary {
         Some(id) => Target::Secondary(
             SecondaryMask::from_digits(id).ok_or_else(|| format!("secondary address {id:?} is not 8 digits"))?,
         ),
         None => Target::Primary(address),
-    };
-    let config = ReadOutConfig { timeout, retries, ..ReadOutConfig::default() };
-    let report = read_out(bus, meter, target, config).await.map_err(|e| e.to_string())?;
+    })
+}
+
+/// Reads an M-Bus meter completely (all telegrams) and maps the records to readings with its profile;
+/// `Err` when the meter did not answer.
+pub async fn read_mbus_meter(
+    mbus: &ami_device::mbus::MbusProfile,
+    bus: &BusHandle,
+    meter: &str,
+    target: ami_protocols::mbus::client::Target,
+    config: ami_protocols::mbus::client::ReadOutConfig,
+    now: DateTime<Utc>,
+) -> Result<(Vec<ami_device::Reading>, Vec<String>), String> {
+    let report = ami_protocols::mbus::client::read_out(bus, meter, target, config).await.map_err(|e| e.to_string())?;
     let mut telegrams = Vec::new();
     for frame in &report.telegrams {
         let bytes = frame.encode().map_err(|e| e.to_string())?;
@@ -525,8 +526,9 @@ async fn poll_mbus(
     clock: &Clock,
 ) -> Result<Vec<StoredReading>, String> {
     let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(bus_timeout);
-    let (mut readings, errors) =
-        read_mbus_meter(mp, bus, &m.cfg.id, m.address, m.cfg.secondary.as_deref(), timeout, retries, clock()).await?;
+    let target = mbus_target(m.address, m.cfg.secondary.as_deref())?;
+    let config = ami_protocols::mbus::client::ReadOutConfig { timeout, retries, ..Default::default() };
+    let (mut readings, errors) = read_mbus_meter(mp, bus, &m.cfg.id, target, config, clock()).await?;
     if let Some(first) = errors.first() {
         warn!(meter = %m.cfg.id, missing = errors.len(), "values not read, first: {first}");
     }
