@@ -32,6 +32,103 @@ pub struct DemoArgs {
     pub central_listen: std::net::SocketAddr,
 }
 
+/// The simulated M-Bus meter for an M-Bus profile: records built from the profile's `dif-vif` selections
+/// (counters grow, instantaneous values vary, static values stay), or, for a profile without them (the
+/// generic one), a ready-made heat, water or electricity meter chosen by the profile's OBIS medium group.
+pub fn mbus_spec(profile: &ami_device::mbus::MbusProfile, primary: u8, id: u32) -> ami_sim::mbus::MbusMeterSpec {
+    use ami_device::ValueKind;
+    use ami_sim::mbus::{MbusMeterSpec, RecordSpec};
+    let group = profile.values.first().map_or(6, |v| v.obis.0[0]);
+    let mut spec = match group {
+        1 => MbusMeterSpec::electricity_meter(primary, id),
+        7..=9 => MbusMeterSpec::water_meter(primary, id),
+        _ => MbusMeterSpec::heat_meter(primary, id),
+    };
+    let records: Vec<RecordSpec> = profile
+        .values
+        .iter()
+        .filter_map(|v| {
+            let dv = v.select.dif_vif.clone()?;
+            // Dates and times (VIF 6C / 6D) are not simulated: they would need calendar encodings.
+            if is_date_vif(&dv) {
+                return None;
+            }
+            // Values are raw data-field numbers, before the VIF's exponent.
+            Some(match v.kind {
+                ValueKind::Counter => RecordSpec::counter(dv, 10_000.0, 25.0),
+                ValueKind::Instantaneous => RecordSpec::around(dv, 500.0, 50.0),
+                ValueKind::Static => RecordSpec::fixed(dv, f64::from(id % 100_000_000)),
+            })
+        })
+        .collect();
+    if !records.is_empty() {
+        spec.records = records;
+    }
+    spec
+}
+
+/// Whether a record header's primary VIF (after the DIF and its DIFEs) is a date (6C) or date-time (6D).
+pub fn is_date_vif(dif_vif: &[u8]) -> bool {
+    let mut i = 0;
+    while dif_vif.get(i).is_some_and(|b| b & 0x80 != 0) {
+        i += 1;
+    }
+    dif_vif.get(i + 1).is_some_and(|v| matches!(v & 0x7F, 0x6C | 0x6D))
+}
+
+/// `amid simulate` for an M-Bus profile: one line with a meter per address.
+async fn simulate_mbus(
+    args: &SimulateArgs,
+    profile: &ami_device::Profile,
+    url: &MediaUrl,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    use ami_sim::mbus::{MbusFaults, MbusLine};
+    let mp = ami_device::mbus::MbusProfile::from_profile(profile).map_err(|e| anyhow!(BadInput(e.to_string())))?;
+    let addresses =
+        if args.addresses.is_empty() { vec![profile.line.address.unwrap_or(1)] } else { args.addresses.clone() };
+    let mut line = MbusLine::new();
+    let mut ids = Vec::new();
+    for &a in &addresses {
+        if a == 0 || a > 250 {
+            return Err(anyhow!(BadInput(format!("--address {a}: expected 1..=250"))));
+        }
+        let id = 10_000_000 + u32::from(a) * 1_001;
+        ids.push(format!("{a}={id}"));
+        line.add(mbus_spec(&mp, a, id)).map_err(|e| anyhow!(BadInput(format!("{e}"))))?;
+    }
+    let faults = MbusFaults {
+        drop_every_nth: None,
+        delay: args.delay.unwrap_or_default(),
+        corrupt_rate: args.corrupt_rate,
+        seed: args.seed,
+    };
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(line));
+    let serve = async {
+        match url {
+            MediaUrl::Tcp { host, port, .. } => {
+                let listener = tokio::net::TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .with_context(|| format!("cannot listen on {url}"))?;
+                let local = listener.local_addr()?;
+                println!("simulating {} (M-Bus) at tcp://{local}, address=id {}", profile.id, ids.join(", "));
+                ami_sim::mbus::serve_mbus_tcp(listener, shared, faults).await.context("simulator stopped")
+            }
+            MediaUrl::Serial { .. } => {
+                println!("simulating {} (M-Bus) at {url}, address=id {}", profile.id, ids.join(", "));
+                ami_sim::mbus::serve_mbus(url, shared, faults)
+                    .await
+                    .with_context(|| format!("simulator on {url} stopped"))
+            }
+        }
+    };
+    tokio::select! {
+        r = serve => r?,
+        () = shutdown => info!("simulator stopped"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `amid simulate`: serves one profile at one or more unit addresses until shutdown.
 pub async fn simulate(args: SimulateArgs, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
     let profile = load_profile(&args.profile)?;
@@ -40,6 +137,12 @@ pub async fn simulate(args: SimulateArgs, shutdown: impl std::future::Future<Out
         if !(0.0..=1.0).contains(&rate) {
             return Err(anyhow!(BadInput(format!("{name} {rate} must be between 0 and 1"))));
         }
+    }
+    if profile.protocol == ami_device::Protocol::Mbus {
+        if !args.set.is_empty() || args.drop_rate > 0.0 {
+            return Err(anyhow!(BadInput("--set and --drop-rate are not supported for M-Bus simulators yet".into())));
+        }
+        return simulate_mbus(&args, &profile, &url, shutdown).await;
     }
     let framing = match &url {
         MediaUrl::Tcp { framing: Some(f), .. } if f == "rtu" => SimFraming::Rtu,
@@ -179,6 +282,25 @@ pub async fn demo(args: DemoArgs, shutdown: impl std::future::Future<Output = ()
             bus.meters.iter().map(|m| format!("{} ({}, address {})", m.0, m.1, m.2)).collect::<Vec<_>>().join(", ")
         );
     }
+    // An M-Bus line (a transparent M-Bus/TCP gateway): a heat meter read in 2 telegrams and a water meter.
+    {
+        use ami_sim::mbus::{spawn_mbus_tcp, MbusFaults, MbusLine, MbusMeterSpec};
+        let mut heat = MbusMeterSpec::heat_meter(1, 12_345_678);
+        heat.telegrams = 2;
+        let line = MbusLine::with_meters([heat, MbusMeterSpec::water_meter(2, 87_654_321)])
+            .map_err(|e| anyhow!("demo M-Bus line: {e}"))?;
+        let (addr, task) =
+            spawn_mbus_tcp("127.0.0.1:0", std::sync::Arc::new(std::sync::Mutex::new(line)), MbusFaults::default())
+                .await
+                .context("cannot start the M-Bus simulator")?;
+        servers.push(task);
+        toml.push_str(&format!(
+            "\n[[bus]]\nid = \"mbus-gateway\"\nmedia = \"tcp://{addr}\"\ntimeout = \"500ms\"\n\
+             \n[[meter]]\nid = \"heating\"\nbus = \"mbus-gateway\"\nprofile = \"generic-mbus\"\naddress = 1\ninterval = \"{secs}s\"\n\
+             \n[[meter]]\nid = \"water\"\nbus = \"mbus-gateway\"\nprofile = \"generic-mbus\"\nsecondary = \"87654321\"\ninterval = \"{secs}s\"\n"
+        ));
+        println!("simulated mbus-gateway on tcp://{addr}: heating (heat meter, address 1), water (secondary 87654321)");
+    }
     let cfg_path = dir.join("amid.toml");
     std::fs::write(&cfg_path, &toml).with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let config = Config::parse(&toml, &cfg_path).map_err(|e| anyhow!("demo config: {e}"))?;
@@ -244,7 +366,8 @@ fn latest(db: &std::path::Path) -> rusqlite::Result<Vec<String>> {
         "SELECT r.meter, r.name, r.value, r.unit, strftime('%H:%M:%S', r.ts_ms / 1000, 'unixepoch')
          FROM readings r
          JOIN (SELECT meter, obis, MAX(ts_ms) AS ts_ms FROM readings
-               WHERE obis IN ('1-0:1.7.0*255', '1-0:16.7.0*255', '1-0:1.8.0*255') GROUP BY meter, obis) l
+               WHERE obis IN ('1-0:1.7.0*255', '1-0:16.7.0*255', '1-0:1.8.0*255', '6-0:1.0.0*255', '6-0:8.0.0*255',
+                               '8-0:1.0.0*255') GROUP BY meter, obis) l
            ON r.meter = l.meter AND r.obis = l.obis AND r.ts_ms = l.ts_ms
          ORDER BY r.meter, r.obis",
     )?;

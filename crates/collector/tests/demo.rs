@@ -25,7 +25,13 @@ fn demo_polls_every_simulated_meter_and_stops_by_itself() {
         .collect::<Result<_, _>>()
         .unwrap();
     let names: Vec<&str> = meters.iter().map(|(m, _)| m.as_str()).collect();
-    assert_eq!(names, ["feeder", "hvac", "incomer", "pv", "workshop"], "{meters:?}");
+    assert_eq!(names, ["feeder", "heating", "hvac", "incomer", "pv", "water", "workshop"], "{meters:?}");
+    let heat_unit: String = conn
+        .query_row("SELECT unit FROM readings WHERE meter = 'heating' AND obis = '6-0:1.0.0*255' LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(heat_unit, "Wh", "the M-Bus heat meter's energy");
     assert!(stdout.contains("dashboard: http://127.0.0.1:"), "{stdout}");
     // The readings went up to the embedded ami-central.
     let sent: i64 = conn.query_row("SELECT COUNT(*) FROM readings WHERE sent = 1", [], |r| r.get(0)).unwrap();

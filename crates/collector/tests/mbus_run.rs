@@ -122,3 +122,54 @@ async fn run_stores_modbus_and_mbus_meters_on_separate_buses_with_obis_and_units
         .unwrap();
     assert_eq!(kind, "counter");
 }
+
+fn simulate(profile: &str, listen: &str, addresses: &[u8]) -> Proc {
+    let mut cmd = amid();
+    cmd.args(["simulate", "--profile", profile, "--listen", listen]);
+    for a in addresses {
+        cmd.args(["--address", &a.to_string()]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    wait_for_line(&mut child, "simulating");
+    Proc(child)
+}
+
+#[test]
+fn amid_simulate_serves_mbus_meters_over_tcp_and_a_pty() {
+    // Several addresses on one TCP listener, the generic profile.
+    let port = free_port();
+    let _sim = simulate("generic-mbus", &format!("tcp://127.0.0.1:{port}"), &[3, 4]);
+    for a in ["3", "4"] {
+        let out = amid()
+            .args(["read", "--profile", "generic-mbus", "--media", &format!("tcp://127.0.0.1:{port}"), "--address", a])
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "address {a}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(json_lines(&out.stdout).iter().any(|l| l["obis"] == "6-0:1.0.0*255"), "address {a}");
+    }
+    // A concrete profile on a pty: every value the profile selects is served and read back.
+    let dir = tempfile::tempdir().unwrap();
+    let (_socat, a, b) = pty_pair(dir.path());
+    let _pty_sim = simulate("kamstrup-multical-601", &format!("serial://{}", b.display()), &[1]);
+    let out = amid()
+        .args(["read", "--profile", "kamstrup-multical-601", "--media", &format!("serial://{}", a.display())])
+        .args(["--address", "1", "--format", "json", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The simulator serves every record the profile selects by DIF/VIF except dates and times.
+    let profile = ami_device::mbus::resolve_mbus_profile("kamstrup-multical-601", &[repo().join("devices")]).unwrap();
+    let served: Vec<&str> = profile
+        .values
+        .iter()
+        .filter(|v| v.select.dif_vif.as_deref().is_some_and(|dv| !ami_collector::demo::is_date_vif(dv)))
+        .map(|v| v.name.as_str())
+        .collect();
+    let read: Vec<String> = json_lines(&out.stdout).iter().map(|l| l["name"].as_str().unwrap().to_string()).collect();
+    for name in &served {
+        assert!(read.iter().any(|r| r == name), "{name} not read: {stderr}");
+    }
+    assert!(served.len() >= 10, "{served:?}");
+}
