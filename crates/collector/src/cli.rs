@@ -288,6 +288,12 @@ pub struct SimulateArgs {
     /// Pin a value: NAME=NUMBER (repeatable), e.g. --set voltage_l1=230.
     #[arg(long = "set", value_name = "NAME=NUMBER")]
     pub set: Vec<String>,
+    /// M-Bus: spread each meter's records over this many RSP_UD telegrams (multi-telegram read-out).
+    #[arg(long, default_value_t = 1)]
+    pub telegrams: usize,
+    /// M-Bus: drop every N-th reply (2 = every second one) to exercise the master's FCB retries.
+    #[arg(long)]
+    pub drop_every: Option<u32>,
 }
 
 /// Entry point of the binary.
@@ -632,12 +638,21 @@ fn profiles_list() -> anyhow::Result<ExitCode> {
         }
     }
     for (id, (p, f)) in &seen {
+        let values = match ami_device::mbus::MbusProfile::from_profile(p) {
+            Ok(m) if p.protocol == ami_device::Protocol::Mbus => {
+                if m.all_records {
+                    "every record".to_string()
+                } else {
+                    format!("{} values", m.values.len())
+                }
+            }
+            _ => format!("{} values", p.values.len()),
+        };
         println!(
-            "{id:<24} {:<10} {} {} ({} values) {}",
+            "{id:<24} {:<7} {} {} ({values}) {}",
             format!("{:?}", p.protocol).to_lowercase(),
             p.manufacturer,
             p.model,
-            p.values.len(),
             f.display()
         );
     }

@@ -95,10 +95,12 @@ async fn simulate_mbus(
         }
         let id = 10_000_000 + u32::from(a) * 1_001;
         ids.push(format!("{a}={id}"));
-        line.add(mbus_spec(&mp, a, id)).map_err(|e| anyhow!(BadInput(format!("{e}"))))?;
+        let mut spec = mbus_spec(&mp, a, id);
+        spec.telegrams = args.telegrams.max(1);
+        line.add(spec).map_err(|e| anyhow!(BadInput(format!("{e}"))))?;
     }
     let faults = MbusFaults {
-        drop_every_nth: None,
+        drop_every_nth: args.drop_every,
         delay: args.delay.unwrap_or_default(),
         corrupt_rate: args.corrupt_rate,
         seed: args.seed,
@@ -140,7 +142,9 @@ pub async fn simulate(args: SimulateArgs, shutdown: impl std::future::Future<Out
     }
     if profile.protocol == ami_device::Protocol::Mbus {
         if !args.set.is_empty() || args.drop_rate > 0.0 {
-            return Err(anyhow!(BadInput("--set and --drop-rate are not supported for M-Bus simulators yet".into())));
+            return Err(anyhow!(BadInput(
+                "--set and --drop-rate are not supported for M-Bus simulators yet (use --drop-every)".into()
+            )));
         }
         return simulate_mbus(&args, &profile, &url, shutdown).await;
     }

@@ -173,3 +173,24 @@ fn amid_simulate_serves_mbus_meters_over_tcp_and_a_pty() {
     }
     assert!(served.len() >= 10, "{served:?}");
 }
+
+#[test]
+fn amid_simulate_multi_telegram_meter_that_drops_every_second_reply_is_read_completely() {
+    let port = free_port();
+    let mut child = amid()
+        .args(["simulate", "--profile", "generic-mbus", "--listen", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--address", "9", "--telegrams", "3", "--drop-every", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut child, "simulating");
+    let _sim = Proc(child);
+    let out = amid()
+        .args(["read", "--profile", "generic-mbus", "--media", &format!("tcp://127.0.0.1:{port}"), "--address", "9"])
+        .args(["--format", "json", "--timeout", "200ms", "--retries", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 10, "the heat meter's 10 records, once each");
+}
