@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the daemon: poll every configured meter at its interval and store the readings.
+    /// Run the daemon: poll every configured meter at its interval, store the readings, and (with an
+    /// [uplink]) ship them to the central store and run the commands it sends back.
     Run {
         /// The site config (amid.toml). `amid config example` prints a commented one.
         #[arg(long, short)]
@@ -65,8 +66,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Try ami on this machine: simulated meters on loopback, the daemon polling them every few seconds into
-    /// a SQLite store, and a live view of the readings. Stops on Ctrl-C or after --duration.
+    /// Try ami on this machine: simulated Modbus and M-Bus meters on loopback, the daemon polling them every
+    /// few seconds into its SQLite store and shipping the readings to an embedded ami-central, whose
+    /// dashboard URL it prints. Stops on Ctrl-C or after --duration.
     Demo(crate::demo::DemoArgs),
 }
 
