@@ -34,6 +34,39 @@ pub fn crc16_modbus(data: &[u8]) -> u16 {
     })
 }
 
+/// CRC-16/X.25 lookup table: reflected polynomial 0x8408 (0x1021 reversed), one entry per byte value.
+const X25_TABLE: [u16; 256] = x25_table();
+
+const fn x25_table() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        // `i < 256`, so the cast is lossless.
+        let mut crc = i as u16;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x8408 } else { crc >> 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+}
+
+/// CRC-16/X.25 (poly 0x1021 reflected = 0x8408, init 0xFFFF, final xor 0xFFFF) of `data`: the HCS and FCS
+/// of HDLC frames (IEC 62056-46 / ISO/IEC 13239 §4.2.5). The check value of ASCII `"123456789"` is `0x906E`.
+///
+/// HDLC carries it low byte first: append `crc16_x25(frame).to_le_bytes()`.
+pub fn crc16_x25(data: &[u8]) -> u16 {
+    let crc = data.iter().fold(0xFFFF_u16, |crc, &b| {
+        let index = usize::from((crc ^ u16::from(b)) & 0x00FF);
+        // `index <= 0xFF` and the table has 256 entries: cannot go out of bounds.
+        (crc >> 8) ^ X25_TABLE[index]
+    });
+    crc ^ 0xFFFF
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 pub mod backoff;
 mod bus;
 pub mod crc;
+pub mod hdlc;
 pub mod mbus;
 pub mod modbus;
 
