@@ -1,4 +1,4 @@
-//! Checksums: CRC-16/MODBUS (and later CRC-16/X.25 for HDLC, the M-Bus arithmetic sum).
+//! Checksums: CRC-16/MODBUS (Modbus RTU) and CRC-16/X.25 (HDLC HCS/FCS, IEC 62056-46).
 //!
 //! Pure functions over byte slices; table-driven; never panic.
 
