@@ -7,3 +7,5 @@
 pub mod dlms;
 pub mod mbus;
 pub mod modbus;
+#[cfg(test)]
+mod test_rng;

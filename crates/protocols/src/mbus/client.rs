@@ -1417,22 +1417,7 @@ pub mod harness {
     #[cfg(test)]
     mod tests {
         use super::*;
-
-        /// xorshift64*: a fixed seed keeps the test reproducible.
-        struct Rng(u64);
-
-        impl Rng {
-            fn next(&mut self) -> u64 {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-            }
-
-            fn below(&mut self, n: usize) -> usize {
-                (self.next() % n as u64) as usize
-            }
-        }
+        use crate::test_rng::Rng;
 
         /// `fuzz/seeds/mbus_link` (the libmbus corpus frames and the master's requests), plus requests
         /// built here so the test has seeds even without the directory.
@@ -1475,15 +1460,7 @@ pub mod harness {
                     d
                 } else {
                     let mut d = seeds[rng.below(seeds.len())].clone();
-                    for _ in 0..=rng.below(3) {
-                        let at = rng.below(d.len() + 1);
-                        match rng.below(4) {
-                            0 if at < d.len() => d[at] ^= 1 << rng.below(8),
-                            1 if at < d.len() => d[at] = rng.next() as u8,
-                            2 => d.insert(at, rng.next() as u8),
-                            _ => d.truncate(at),
-                        }
-                    }
+                    rng.mutate(&mut d);
                     d
                 };
                 mbus_link(&data);

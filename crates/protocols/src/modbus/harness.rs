@@ -230,23 +230,8 @@ fn values(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use ami_link::modbus::encode_rtu;
-
-    /// xorshift64*: a fixed seed keeps the test reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     /// Real frames (spec V1.1b3 worked examples), the same as `fuzz/seeds/modbus_codec`.
     fn seeds() -> Vec<Vec<u8>> {
@@ -294,15 +279,7 @@ mod tests {
             } else {
                 // A real frame with a few mutations: flip, replace, insert, truncate.
                 let mut d = seeds[rng.below(seeds.len())].clone();
-                for _ in 0..=rng.below(3) {
-                    let at = rng.below(d.len() + 1);
-                    match rng.below(4) {
-                        0 if at < d.len() => d[at] ^= 1 << rng.below(8),
-                        1 if at < d.len() => d[at] = rng.next() as u8,
-                        2 => d.insert(at, rng.next() as u8),
-                        _ => d.truncate(at),
-                    }
-                }
+                rng.mutate(&mut d);
                 d
             };
             modbus_codec(&data);

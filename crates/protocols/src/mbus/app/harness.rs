@@ -76,24 +76,9 @@ fn check(ci: u8, user: &[u8], t: &Telegram) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
     use std::fs;
     use std::path::Path;
-
-    /// xorshift64*: a fixed seed keeps the test reproducible.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
 
     /// Every frame of the libmbus corpus (test, error and unsupported frames), as `fuzz/seeds/mbus_app`.
     fn seeds() -> Vec<Vec<u8>> {
@@ -136,15 +121,7 @@ mod tests {
                 // A real frame or its user data, with a few mutations: flip, replace, insert, truncate.
                 let seed = &seeds[rng.below(seeds.len())];
                 let mut d = if round % 2 == 0 { seed.get(7..).unwrap_or_default().to_vec() } else { seed.clone() };
-                for _ in 0..=rng.below(3) {
-                    let at = rng.below(d.len() + 1);
-                    match rng.below(4) {
-                        0 if at < d.len() => d[at] ^= 1 << rng.below(8),
-                        1 if at < d.len() => d[at] = rng.next() as u8,
-                        2 => d.insert(at, rng.next() as u8),
-                        _ => d.truncate(at),
-                    }
-                }
+                rng.mutate(&mut d);
                 d
             };
             mbus_app(&data);
