@@ -63,6 +63,7 @@
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
+pub mod dlms;
 pub mod harness;
 mod library;
 pub mod mbus;

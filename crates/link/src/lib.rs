@@ -12,8 +12,11 @@ pub mod backoff;
 mod bus;
 pub mod crc;
 pub mod hdlc;
+pub mod hdlc_session;
 pub mod mbus;
 pub mod modbus;
+pub mod mode_e;
+pub mod wrapper;
 
 pub use bus::{Bus, BusConfig, BusHandle, BusStats, Counters, Exchange, LinkError, Reply};
 
