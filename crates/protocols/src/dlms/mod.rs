@@ -9,6 +9,7 @@
 //! - [`security`]: security suite 0 (AES-GCM-128 glo-ciphering, HLS-GMAC);
 //! - [`client`]: the sans-IO client association (AARQ/AARE, HLS pass 2, GET/SET/ACTION with blocks);
 //! - [`cosem`]: interface classes read with meaning (register scaler/unit, profile generic, clock);
+//! - [`describe`]: HDLC frames, wrapper frames and APDUs printed for a human (`amid decode --protocol dlms`);
 //! - [`session`]: the async driver that runs a client association over an `ami_link::BusHandle`.
 //!
 //! Only [`session`] does I/O (through the bus); nothing here reads the clock except where a caller passes
@@ -18,5 +19,8 @@ pub mod apdu;
 pub mod axdr;
 pub mod client;
 pub mod cosem;
+pub mod describe;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
 pub mod security;
 pub mod session;
