@@ -61,9 +61,9 @@
 //! A later protocol adds its own source element (`<dlms class="3" obis="…" attribute="2"/>`,
 //! `<mbus …/>`) and its own options element beside `<modbus>`; everything else stays the same.
 
+pub mod dlms;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
-pub mod dlms;
 pub mod harness;
 mod library;
 pub mod mbus;
