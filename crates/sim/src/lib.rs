@@ -14,10 +14,10 @@
 //! Panic contract: no byte sequence from a client panics anything here; bad frames are resynchronised
 //! (RTU) or close the connection (MBAP), bad requests get Modbus exceptions.
 
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
 pub mod dlms;
 mod drive;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod harness;
 pub mod mbus;
 mod meter;
