@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every ami test on a fresh machine. Installs what is missing first:
 #   - Debian packages: socat (virtual serial pairs for RTU-over-pty tests)
-#   - a Python venv in .venv with pymodbus 3.16.1 (the independent Modbus peer)
+#   - a Python venv in .venv with pymodbus 3.16.1 (the independent Modbus peer) and gurux-dlms 1.0.203 (the
+#     independent DLMS/COSEM client)
+#   - the spodes-rs 0.7.1 example HDLC server (an independent DLMS meter, GPL, a test tool only: built with
+#     cargo install into .tools/spodes, never linked into ami)
 # then builds the workspace and runs the unit, integration and peer tests with cargo-nextest
 # (cargo test when nextest is missing), and validates the shipped device profiles.
 set -euo pipefail
@@ -37,13 +40,26 @@ if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 export AMI_TEST_POSTGRES="${AMI_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
 
-if ! "$root/.venv/bin/python" -c 'import pymodbus, serial, sys; sys.exit(pymodbus.__version__ != "3.16.1")' 2>/dev/null; then
-    say "creating .venv with pymodbus 3.16.1"
+if ! "$root/.venv/bin/python" - 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+import pymodbus, serial, gurux_dlms
+sys.exit(not (version("pymodbus") == "3.16.1" and version("gurux-dlms") == "1.0.203"))
+PY
+then
+    say "creating .venv with pymodbus 3.16.1 and gurux-dlms 1.0.203"
     python3 -m venv "$root/.venv"
-    "$root/.venv/bin/pip" install -q --disable-pip-version-check pymodbus==3.16.1 pyserial==3.5
+    "$root/.venv/bin/pip" install -q --disable-pip-version-check pymodbus==3.16.1 pyserial==3.5 gurux-dlms==1.0.203
 fi
 export AMI_PYTHON="$root/.venv/bin/python"
 export AMI_REPO="$root"
+
+spodes="$root/.tools/spodes/bin/hdlc_tcp_server"
+if [ ! -x "$spodes" ]; then
+    say "building the spodes-rs 0.7.1 example HDLC server into .tools/spodes"
+    cargo install -q --locked spodes-rs --version 0.7.1 --example hdlc_tcp_server --root "$root/.tools/spodes"
+fi
+export AMI_SPODES_SERVER="$spodes"
 
 say "building"
 cargo build --workspace --all-targets --locked
