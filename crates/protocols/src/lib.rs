@@ -6,6 +6,7 @@
 
 pub mod dlms;
 pub mod mbus;
+pub mod mercury;
 pub mod modbus;
 #[cfg(test)]
 mod test_rng;

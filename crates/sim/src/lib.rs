@@ -20,6 +20,7 @@ mod drive;
 #[doc(hidden)]
 pub mod harness;
 pub mod mbus;
+pub mod mercury;
 mod meter;
 mod model;
 mod server;
