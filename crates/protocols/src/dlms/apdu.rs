@@ -10,7 +10,7 @@
 //! Panic contract: [`Apdu::decode`] never panics on any byte sequence and never allocates more than the
 //! input could hold; failures are [`ApduError`]s. [`Apdu::encode`] never panics.
 
-use super::axdr::{AxdrError, Data};
+use super::axdr::{decode_length, encode_length, AxdrError, Data};
 
 /// A COSEM logical name (OBIS code) as it travels: 6 bytes `A B C D E F`.
 pub type LogicalName = [u8; 6];
@@ -648,14 +648,49 @@ impl Apdu {
         }
     }
 
-    /// Encodes the APDU.
+    /// Encodes the APDU (never fails, never panics).
     pub fn encode(&self) -> Vec<u8> {
-        Vec::new()
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
     }
 
-    /// Decodes one complete APDU.
+    /// Appends the encoding of the APDU to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Apdu::InitiateRequest(r) => enc_initiate_request(r, out),
+            Apdu::InitiateResponse(r) => enc_initiate_response(r, out),
+            Apdu::ConfirmedServiceError(e) => out.extend_from_slice(&[14, e.service, e.class, e.value]),
+            Apdu::Aarq(a) => enc_aarq(a, out),
+            Apdu::Aare(a) => enc_aare(a, out),
+            Apdu::Rlrq(r) => enc_release(0x62, r, out),
+            Apdu::Rlre(r) => enc_release(0x63, r, out),
+            Apdu::GetRequest(r) => enc_get_request(r, out),
+            Apdu::SetRequest(r) => enc_set_request(r, out),
+            Apdu::ActionRequest(r) => enc_action_request(r, out),
+            Apdu::GetResponse(r) => enc_get_response(r, out),
+            Apdu::SetResponse(r) => enc_set_response(r, out),
+            Apdu::ActionResponse(r) => enc_action_response(r, out),
+            Apdu::ExceptionResponse(e) => out.extend_from_slice(&[216, e.state_error, e.service_error]),
+            Apdu::GloCiphered(g) => {
+                out.push(g.tag);
+                enc_ciphered_body(g.security_control, g.invocation_counter, &g.payload, out);
+            }
+            Apdu::GeneralGloCiphering(g) => {
+                out.push(219);
+                encode_length(g.system_title.len(), out);
+                out.extend_from_slice(&g.system_title);
+                enc_ciphered_body(g.security_control, g.invocation_counter, &g.payload, out);
+            }
+        }
+    }
+
+    /// Decodes one complete APDU: every byte of `buf` must belong to it.
     pub fn decode(buf: &[u8]) -> Result<Apdu, ApduError> {
-        Err(ApduError::Truncated(if buf.is_empty() { "tag" } else { "in progress" }))
+        let mut r = Reader::new(buf);
+        let apdu = r.apdu()?;
+        r.finish()?;
+        Ok(apdu)
     }
 }
 
@@ -686,5 +721,875 @@ impl InitiateResponse {
             Apdu::InitiateResponse(r) => Ok(r),
             other => Err(ApduError::UnknownTag(other.tag())),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------------------
+
+/// BER object identifier prefix of the DLMS application context names (`2.16.756.5.8.1`).
+const CONTEXT_OID_PREFIX: [u8; 6] = [0x60, 0x85, 0x74, 0x05, 0x08, 0x01];
+/// BER object identifier prefix of the DLMS authentication mechanism names (`2.16.756.5.8.2`).
+const MECHANISM_OID_PREFIX: [u8; 6] = [0x60, 0x85, 0x74, 0x05, 0x08, 0x02];
+/// acse-requirements: BIT STRING with the authentication functional unit (bit 0) set.
+const ACSE_REQUIREMENTS_AUTHENTICATION: [u8; 2] = [0x07, 0x80];
+
+impl ApplicationContext {
+    /// The last arc of the OID.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            ApplicationContext::LogicalName => 1,
+            ApplicationContext::LogicalNameCiphered => 3,
+            ApplicationContext::Other(v) => v,
+        }
+    }
+
+    /// From the last arc of the OID.
+    pub fn from_u8(v: u8) -> ApplicationContext {
+        match v {
+            1 => ApplicationContext::LogicalName,
+            3 => ApplicationContext::LogicalNameCiphered,
+            v => ApplicationContext::Other(v),
+        }
+    }
+}
+
+impl Mechanism {
+    /// The last arc of the OID.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Mechanism::None => 0,
+            Mechanism::Lls => 1,
+            Mechanism::HlsGmac => 5,
+            Mechanism::Other(v) => v,
+        }
+    }
+
+    /// From the last arc of the OID.
+    pub fn from_u8(v: u8) -> Mechanism {
+        match v {
+            0 => Mechanism::None,
+            1 => Mechanism::Lls,
+            5 => Mechanism::HlsGmac,
+            v => Mechanism::Other(v),
+        }
+    }
+}
+
+/// Appends a BER element (single-byte tag, definite length).
+fn ber(tag: u8, content: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    // BER definite lengths use the same short/long form as A-XDR.
+    encode_length(content.len(), out);
+    out.extend_from_slice(content);
+}
+
+fn ber_context_name(ctx: ApplicationContext, out: &mut Vec<u8>) {
+    let mut oid = CONTEXT_OID_PREFIX.to_vec();
+    oid.push(ctx.to_u8());
+    let mut inner = Vec::with_capacity(9);
+    ber(0x06, &oid, &mut inner);
+    ber(0xA1, &inner, out);
+}
+
+fn ber_mechanism(tag: u8, m: Mechanism, out: &mut Vec<u8>) {
+    let mut oid = MECHANISM_OID_PREFIX.to_vec();
+    oid.push(m.to_u8());
+    ber(tag, &oid, out);
+}
+
+fn ber_wrapped(outer: u8, inner: u8, value: &[u8], out: &mut Vec<u8>) {
+    let mut content = Vec::with_capacity(value.len() + 5);
+    ber(inner, value, &mut content);
+    ber(outer, &content, out);
+}
+
+fn enc_aarq(a: &Aarq, out: &mut Vec<u8>) {
+    let mut c = Vec::new();
+    ber_context_name(a.application_context, &mut c);
+    if let Some(title) = &a.calling_ap_title {
+        ber_wrapped(0xA6, 0x04, title, &mut c);
+    }
+    if let Some(m) = a.mechanism {
+        ber(0x8A, &ACSE_REQUIREMENTS_AUTHENTICATION, &mut c);
+        ber_mechanism(0x8B, m, &mut c);
+    }
+    if let Some(v) = &a.calling_authentication_value {
+        ber_wrapped(0xAC, 0x80, v, &mut c);
+    }
+    if let Some(ui) = &a.user_information {
+        ber_wrapped(0xBE, 0x04, ui, &mut c);
+    }
+    ber(0x60, &c, out);
+}
+
+fn enc_aare(a: &Aare, out: &mut Vec<u8>) {
+    let mut c = Vec::new();
+    ber_context_name(a.application_context, &mut c);
+    ber_wrapped(0xA2, 0x02, &[a.result], &mut c);
+    let (choice, value) = match a.diagnostic {
+        SourceDiagnostic::User(v) => (0xA1, v),
+        SourceDiagnostic::Provider(v) => (0xA2, v),
+    };
+    let mut diag = Vec::with_capacity(5);
+    ber_wrapped(choice, 0x02, &[value], &mut diag);
+    ber(0xA3, &diag, &mut c);
+    if let Some(title) = &a.responding_ap_title {
+        ber_wrapped(0xA4, 0x04, title, &mut c);
+    }
+    if let Some(m) = a.mechanism {
+        ber(0x88, &ACSE_REQUIREMENTS_AUTHENTICATION, &mut c);
+        ber_mechanism(0x89, m, &mut c);
+    }
+    if let Some(v) = &a.responding_authentication_value {
+        ber_wrapped(0xAA, 0x80, v, &mut c);
+    }
+    if let Some(ui) = &a.user_information {
+        ber_wrapped(0xBE, 0x04, ui, &mut c);
+    }
+    ber(0x61, &c, out);
+}
+
+fn enc_release(tag: u8, r: &Release, out: &mut Vec<u8>) {
+    let mut c = Vec::new();
+    if let Some(reason) = r.reason {
+        ber(0x80, &[reason], &mut c);
+    }
+    if let Some(ui) = &r.user_information {
+        ber_wrapped(0xBE, 0x04, ui, &mut c);
+    }
+    ber(tag, &c, out);
+}
+
+fn enc_conformance(c: Conformance, out: &mut Vec<u8>) {
+    let [_, a, b, d] = c.0.to_be_bytes();
+    out.extend_from_slice(&[0x5F, 0x1F, 0x04, 0x00, a, b, d]);
+}
+
+fn enc_initiate_request(r: &InitiateRequest, out: &mut Vec<u8>) {
+    out.push(1);
+    match &r.dedicated_key {
+        Some(key) => {
+            out.push(1);
+            encode_length(key.len(), out);
+            out.extend_from_slice(key);
+        }
+        None => out.push(0),
+    }
+    // response-allowed is BOOLEAN DEFAULT TRUE: the default is sent as "absent".
+    if r.response_allowed {
+        out.push(0);
+    } else {
+        out.extend_from_slice(&[1, 0]);
+    }
+    enc_optional_i8(r.proposed_quality_of_service, out);
+    out.push(r.proposed_dlms_version);
+    enc_conformance(r.proposed_conformance, out);
+    out.extend_from_slice(&r.client_max_receive_pdu_size.to_be_bytes());
+}
+
+fn enc_initiate_response(r: &InitiateResponse, out: &mut Vec<u8>) {
+    out.push(8);
+    enc_optional_i8(r.negotiated_quality_of_service, out);
+    out.push(r.negotiated_dlms_version);
+    enc_conformance(r.negotiated_conformance, out);
+    out.extend_from_slice(&r.server_max_receive_pdu_size.to_be_bytes());
+    out.extend_from_slice(&r.vaa_name.to_be_bytes());
+}
+
+fn enc_optional_i8(v: Option<i8>, out: &mut Vec<u8>) {
+    match v {
+        Some(v) => out.extend_from_slice(&[1, v as u8]),
+        None => out.push(0),
+    }
+}
+
+fn enc_attribute(a: &AttributeDescriptor, out: &mut Vec<u8>) {
+    out.extend_from_slice(&a.class_id.to_be_bytes());
+    out.extend_from_slice(&a.instance);
+    out.push(a.attribute as u8);
+}
+
+fn enc_method(m: &MethodDescriptor, out: &mut Vec<u8>) {
+    out.extend_from_slice(&m.class_id.to_be_bytes());
+    out.extend_from_slice(&m.instance);
+    out.push(m.method as u8);
+}
+
+fn enc_access(a: &Option<SelectiveAccess>, out: &mut Vec<u8>) {
+    match a {
+        Some(a) => {
+            out.extend_from_slice(&[1, a.selector]);
+            a.parameters.encode(out);
+        }
+        None => out.push(0),
+    }
+}
+
+fn enc_octets(b: &[u8], out: &mut Vec<u8>) {
+    encode_length(b.len(), out);
+    out.extend_from_slice(b);
+}
+
+fn enc_get_data_result(r: &GetDataResult, out: &mut Vec<u8>) {
+    match r {
+        GetDataResult::Data(d) => {
+            out.push(0);
+            d.encode(out);
+        }
+        GetDataResult::Error(e) => out.extend_from_slice(&[1, e.to_u8()]),
+    }
+}
+
+fn enc_block_sa(b: &DataBlockSA, out: &mut Vec<u8>) {
+    out.push(u8::from(b.last_block));
+    out.extend_from_slice(&b.block_number.to_be_bytes());
+    enc_octets(&b.raw, out);
+}
+
+fn enc_get_request(r: &GetRequest, out: &mut Vec<u8>) {
+    out.push(192);
+    match r {
+        GetRequest::Normal { invoke, attribute, access } => {
+            out.extend_from_slice(&[1, invoke.0]);
+            enc_attribute(attribute, out);
+            enc_access(access, out);
+        }
+        GetRequest::Next { invoke, block } => {
+            out.extend_from_slice(&[2, invoke.0]);
+            out.extend_from_slice(&block.to_be_bytes());
+        }
+        GetRequest::WithList { invoke, items } => {
+            out.extend_from_slice(&[3, invoke.0]);
+            encode_length(items.len(), out);
+            for (attribute, access) in items {
+                enc_attribute(attribute, out);
+                enc_access(access, out);
+            }
+        }
+    }
+}
+
+fn enc_get_response(r: &GetResponse, out: &mut Vec<u8>) {
+    out.push(196);
+    match r {
+        GetResponse::Normal { invoke, result } => {
+            out.extend_from_slice(&[1, invoke.0]);
+            enc_get_data_result(result, out);
+        }
+        GetResponse::WithDataBlock { invoke, block } => {
+            out.extend_from_slice(&[2, invoke.0, u8::from(block.last_block)]);
+            out.extend_from_slice(&block.block_number.to_be_bytes());
+            match &block.result {
+                Ok(raw) => {
+                    out.push(0);
+                    enc_octets(raw, out);
+                }
+                Err(e) => out.extend_from_slice(&[1, e.to_u8()]),
+            }
+        }
+        GetResponse::WithList { invoke, results } => {
+            out.extend_from_slice(&[3, invoke.0]);
+            encode_length(results.len(), out);
+            for result in results {
+                enc_get_data_result(result, out);
+            }
+        }
+    }
+}
+
+fn enc_set_request(r: &SetRequest, out: &mut Vec<u8>) {
+    out.push(193);
+    match r {
+        SetRequest::Normal { invoke, attribute, access, value } => {
+            out.extend_from_slice(&[1, invoke.0]);
+            enc_attribute(attribute, out);
+            enc_access(access, out);
+            value.encode(out);
+        }
+        SetRequest::WithFirstDataBlock { invoke, attribute, access, block } => {
+            out.extend_from_slice(&[2, invoke.0]);
+            enc_attribute(attribute, out);
+            enc_access(access, out);
+            enc_block_sa(block, out);
+        }
+        SetRequest::WithDataBlock { invoke, block } => {
+            out.extend_from_slice(&[3, invoke.0]);
+            enc_block_sa(block, out);
+        }
+    }
+}
+
+fn enc_set_response(r: &SetResponse, out: &mut Vec<u8>) {
+    out.push(197);
+    match r {
+        SetResponse::Normal { invoke, result } => out.extend_from_slice(&[1, invoke.0, result.to_u8()]),
+        SetResponse::DataBlock { invoke, block_number } => {
+            out.extend_from_slice(&[2, invoke.0]);
+            out.extend_from_slice(&block_number.to_be_bytes());
+        }
+        SetResponse::LastDataBlock { invoke, result, block_number } => {
+            out.extend_from_slice(&[3, invoke.0, result.to_u8()]);
+            out.extend_from_slice(&block_number.to_be_bytes());
+        }
+    }
+}
+
+fn enc_action_request(r: &ActionRequest, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[195, 1, r.invoke.0]);
+    enc_method(&r.method, out);
+    match &r.parameters {
+        Some(d) => {
+            out.push(1);
+            d.encode(out);
+        }
+        None => out.push(0),
+    }
+}
+
+fn enc_action_response(r: &ActionResponse, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[199, 1, r.invoke.0, r.result]);
+    match &r.return_parameters {
+        Some(p) => {
+            out.push(1);
+            enc_get_data_result(p, out);
+        }
+        None => out.push(0),
+    }
+}
+
+fn enc_ciphered_body(sc: u8, ic: u32, payload: &[u8], out: &mut Vec<u8>) {
+    encode_length(5 + payload.len(), out);
+    out.push(sc);
+    out.extend_from_slice(&ic.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------------------
+
+/// Cursor over the input; every read is bounds-checked, every length checked against what is left.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, at: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.at)
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.at..).unwrap_or_default()
+    }
+
+    fn finish(&self) -> Result<(), ApduError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(ApduError::Trailing(n)),
+        }
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ApduError> {
+        if n > self.remaining() {
+            return Err(ApduError::Truncated(what));
+        }
+        let s = self.buf.get(self.at..self.at + n).ok_or(ApduError::Truncated(what))?;
+        self.at += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ApduError> {
+        self.take(N, what)?.try_into().map_err(|_| ApduError::Truncated(what))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, ApduError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, ApduError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, ApduError> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+
+    /// An OPTIONAL's presence flag (0 absent, 1 present).
+    fn flag(&mut self, what: &'static str) -> Result<bool, ApduError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(ApduError::BadValue { what, value: u32::from(v) }),
+        }
+    }
+
+    /// A BOOLEAN (0 false, anything else true).
+    fn boolean(&mut self, what: &'static str) -> Result<bool, ApduError> {
+        Ok(self.u8(what)? != 0)
+    }
+
+    /// An A-XDR length that must fit in what is left.
+    fn length(&mut self, what: &'static str) -> Result<usize, ApduError> {
+        if self.remaining() == 0 {
+            return Err(ApduError::Truncated(what));
+        }
+        let (len, used) = decode_length(self.rest())?;
+        self.at += used;
+        if len > self.remaining() {
+            return Err(ApduError::Truncated(what));
+        }
+        Ok(len)
+    }
+
+    /// An A-XDR octet string without its tag: length and bytes.
+    fn octets(&mut self, what: &'static str) -> Result<Vec<u8>, ApduError> {
+        let len = self.length(what)?;
+        Ok(self.take(len, what)?.to_vec())
+    }
+
+    fn data(&mut self) -> Result<Data, ApduError> {
+        if self.remaining() == 0 {
+            return Err(ApduError::Truncated("data"));
+        }
+        let (data, used) = Data::decode(self.rest())?;
+        self.at += used;
+        Ok(data)
+    }
+
+    fn invoke(&mut self) -> Result<InvokeId, ApduError> {
+        Ok(InvokeId(self.u8("invoke-id-and-priority")?))
+    }
+
+    fn attribute(&mut self) -> Result<AttributeDescriptor, ApduError> {
+        let class_id = self.u16("class id")?;
+        let instance = self.array("logical name")?;
+        let attribute = self.u8("attribute id")? as i8;
+        Ok(AttributeDescriptor { class_id, instance, attribute })
+    }
+
+    fn method(&mut self) -> Result<MethodDescriptor, ApduError> {
+        let class_id = self.u16("class id")?;
+        let instance = self.array("logical name")?;
+        let method = self.u8("method id")? as i8;
+        Ok(MethodDescriptor { class_id, instance, method })
+    }
+
+    fn access(&mut self) -> Result<Option<SelectiveAccess>, ApduError> {
+        if !self.flag("access-selection")? {
+            return Ok(None);
+        }
+        let selector = self.u8("access-selector")?;
+        let parameters = self.data()?;
+        Ok(Some(SelectiveAccess { selector, parameters }))
+    }
+
+    fn get_data_result(&mut self) -> Result<GetDataResult, ApduError> {
+        match self.u8("Get-Data-Result")? {
+            0 => Ok(GetDataResult::Data(self.data()?)),
+            1 => Ok(GetDataResult::Error(DataAccessResult::from_u8(self.u8("data-access-result")?))),
+            v => Err(ApduError::BadValue { what: "Get-Data-Result choice", value: u32::from(v) }),
+        }
+    }
+
+    fn dar(&mut self) -> Result<DataAccessResult, ApduError> {
+        Ok(DataAccessResult::from_u8(self.u8("data-access-result")?))
+    }
+
+    fn block_sa(&mut self) -> Result<DataBlockSA, ApduError> {
+        let last_block = self.boolean("last-block")?;
+        let block_number = self.u32("block-number")?;
+        let raw = self.octets("raw-data")?;
+        Ok(DataBlockSA { last_block, block_number, raw })
+    }
+
+    /// A count of list elements that each take at least one byte: more than the bytes left is truncation.
+    fn count(&mut self, what: &'static str) -> Result<usize, ApduError> {
+        self.length(what)
+    }
+
+    fn conformance(&mut self) -> Result<Conformance, ApduError> {
+        let head = self.array::<4>("conformance")?;
+        if head[..3] != [0x5F, 0x1F, 0x04] {
+            return Err(ApduError::BadValue { what: "conformance tag", value: u32::from(head[0]) });
+        }
+        let [a, b, c] = self.array::<3>("conformance")?;
+        Ok(Conformance(u32::from_be_bytes([0, a, b, c])))
+    }
+
+    fn optional_i8(&mut self, what: &'static str) -> Result<Option<i8>, ApduError> {
+        Ok(if self.flag(what)? { Some(self.u8(what)? as i8) } else { None })
+    }
+
+    fn apdu(&mut self) -> Result<Apdu, ApduError> {
+        let tag = self.u8("tag")?;
+        Ok(match tag {
+            1 => Apdu::InitiateRequest(self.initiate_request()?),
+            8 => Apdu::InitiateResponse(self.initiate_response()?),
+            14 => {
+                let [service, class, value] = self.array("confirmed-service-error")?;
+                Apdu::ConfirmedServiceError(ConfirmedServiceError { service, class, value })
+            }
+            0x60 => Apdu::Aarq(self.aarq()?),
+            0x61 => Apdu::Aare(self.aare()?),
+            0x62 => Apdu::Rlrq(self.release()?),
+            0x63 => Apdu::Rlre(self.release()?),
+            192 => Apdu::GetRequest(self.get_request()?),
+            193 => Apdu::SetRequest(self.set_request()?),
+            195 => Apdu::ActionRequest(self.action_request()?),
+            196 => Apdu::GetResponse(self.get_response()?),
+            197 => Apdu::SetResponse(self.set_response()?),
+            199 => Apdu::ActionResponse(self.action_response()?),
+            216 => {
+                let state_error = self.u8("state-error")?;
+                let service_error = self.u8("service-error")?;
+                // invocation-counter-error [6] carries the expected counter (Unsigned32) since DLMS 8; older
+                // servers send the bare enum. The value is not kept.
+                if service_error == 6 && self.remaining() == 4 {
+                    self.u32("invocation counter")?;
+                }
+                Apdu::ExceptionResponse(ExceptionResponse { state_error, service_error })
+            }
+            33 | 40 | 46 | 200..=207 => {
+                let (security_control, invocation_counter, payload) = self.ciphered_body()?;
+                Apdu::GloCiphered(GloCiphered { tag, security_control, invocation_counter, payload })
+            }
+            219 => {
+                let system_title = self.octets("system title")?;
+                let (security_control, invocation_counter, payload) = self.ciphered_body()?;
+                Apdu::GeneralGloCiphering(GeneralGloCiphering {
+                    system_title,
+                    security_control,
+                    invocation_counter,
+                    payload,
+                })
+            }
+            t => return Err(ApduError::UnknownTag(t)),
+        })
+    }
+
+    fn ciphered_body(&mut self) -> Result<(u8, u32, Vec<u8>), ApduError> {
+        let len = self.length("ciphered content")?;
+        if len < 5 {
+            return Err(ApduError::Truncated("security header"));
+        }
+        let sc = self.u8("security control")?;
+        let ic = self.u32("invocation counter")?;
+        let payload = self.take(len - 5, "ciphered payload")?.to_vec();
+        Ok((sc, ic, payload))
+    }
+
+    fn initiate_request(&mut self) -> Result<InitiateRequest, ApduError> {
+        let dedicated_key = if self.flag("dedicated-key")? { Some(self.octets("dedicated-key")?) } else { None };
+        let response_allowed = if self.flag("response-allowed")? { self.boolean("response-allowed")? } else { true };
+        let proposed_quality_of_service = self.optional_i8("proposed-quality-of-service")?;
+        let proposed_dlms_version = self.u8("proposed-dlms-version-number")?;
+        let proposed_conformance = self.conformance()?;
+        let client_max_receive_pdu_size = self.u16("client-max-receive-pdu-size")?;
+        Ok(InitiateRequest {
+            dedicated_key,
+            response_allowed,
+            proposed_quality_of_service,
+            proposed_dlms_version,
+            proposed_conformance,
+            client_max_receive_pdu_size,
+        })
+    }
+
+    fn initiate_response(&mut self) -> Result<InitiateResponse, ApduError> {
+        let negotiated_quality_of_service = self.optional_i8("negotiated-quality-of-service")?;
+        let negotiated_dlms_version = self.u8("negotiated-dlms-version-number")?;
+        let negotiated_conformance = self.conformance()?;
+        let server_max_receive_pdu_size = self.u16("server-max-receive-pdu-size")?;
+        let vaa_name = self.u16("vaa-name")?;
+        Ok(InitiateResponse {
+            negotiated_quality_of_service,
+            negotiated_dlms_version,
+            negotiated_conformance,
+            server_max_receive_pdu_size,
+            vaa_name,
+        })
+    }
+
+    fn get_request(&mut self) -> Result<GetRequest, ApduError> {
+        let choice = self.u8("get-request choice")?;
+        let invoke = self.invoke()?;
+        Ok(match choice {
+            1 => GetRequest::Normal { invoke, attribute: self.attribute()?, access: self.access()? },
+            2 => GetRequest::Next { invoke, block: self.u32("block-number")? },
+            3 => {
+                let count = self.count("attribute-descriptor-list")?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push((self.attribute()?, self.access()?));
+                }
+                GetRequest::WithList { invoke, items }
+            }
+            v => return Err(ApduError::BadValue { what: "get-request choice", value: u32::from(v) }),
+        })
+    }
+
+    fn get_response(&mut self) -> Result<GetResponse, ApduError> {
+        let choice = self.u8("get-response choice")?;
+        let invoke = self.invoke()?;
+        Ok(match choice {
+            1 => GetResponse::Normal { invoke, result: self.get_data_result()? },
+            2 => {
+                let last_block = self.boolean("last-block")?;
+                let block_number = self.u32("block-number")?;
+                let result = match self.u8("DataBlock-G result")? {
+                    0 => Ok(self.octets("raw-data")?),
+                    1 => Err(self.dar()?),
+                    v => return Err(ApduError::BadValue { what: "DataBlock-G result choice", value: u32::from(v) }),
+                };
+                GetResponse::WithDataBlock { invoke, block: DataBlockG { last_block, block_number, result } }
+            }
+            3 => {
+                let count = self.count("get-data-result list")?;
+                let mut results = Vec::with_capacity(count);
+                for _ in 0..count {
+                    results.push(self.get_data_result()?);
+                }
+                GetResponse::WithList { invoke, results }
+            }
+            v => return Err(ApduError::BadValue { what: "get-response choice", value: u32::from(v) }),
+        })
+    }
+
+    fn set_request(&mut self) -> Result<SetRequest, ApduError> {
+        let choice = self.u8("set-request choice")?;
+        let invoke = self.invoke()?;
+        Ok(match choice {
+            1 => {
+                let attribute = self.attribute()?;
+                let access = self.access()?;
+                SetRequest::Normal { invoke, attribute, access, value: self.data()? }
+            }
+            2 => {
+                let attribute = self.attribute()?;
+                let access = self.access()?;
+                SetRequest::WithFirstDataBlock { invoke, attribute, access, block: self.block_sa()? }
+            }
+            3 => SetRequest::WithDataBlock { invoke, block: self.block_sa()? },
+            v => return Err(ApduError::BadValue { what: "set-request choice", value: u32::from(v) }),
+        })
+    }
+
+    fn set_response(&mut self) -> Result<SetResponse, ApduError> {
+        let choice = self.u8("set-response choice")?;
+        let invoke = self.invoke()?;
+        Ok(match choice {
+            1 => SetResponse::Normal { invoke, result: self.dar()? },
+            2 => SetResponse::DataBlock { invoke, block_number: self.u32("block-number")? },
+            3 => {
+                let result = self.dar()?;
+                SetResponse::LastDataBlock { invoke, result, block_number: self.u32("block-number")? }
+            }
+            v => return Err(ApduError::BadValue { what: "set-response choice", value: u32::from(v) }),
+        })
+    }
+
+    fn action_request(&mut self) -> Result<ActionRequest, ApduError> {
+        let choice = self.u8("action-request choice")?;
+        if choice != 1 {
+            return Err(ApduError::BadValue { what: "action-request choice", value: u32::from(choice) });
+        }
+        let invoke = self.invoke()?;
+        let method = self.method()?;
+        let parameters = if self.flag("method-invocation-parameters")? { Some(self.data()?) } else { None };
+        Ok(ActionRequest { invoke, method, parameters })
+    }
+
+    fn action_response(&mut self) -> Result<ActionResponse, ApduError> {
+        let choice = self.u8("action-response choice")?;
+        if choice != 1 {
+            return Err(ApduError::BadValue { what: "action-response choice", value: u32::from(choice) });
+        }
+        let invoke = self.invoke()?;
+        let result = self.u8("action-result")?;
+        let return_parameters = if self.flag("return-parameters")? { Some(self.get_data_result()?) } else { None };
+        Ok(ActionResponse { invoke, result, return_parameters })
+    }
+
+    /// The content of the outermost BER element whose tag was just read: its length must be exactly what
+    /// is left of the input.
+    fn ber_outer(&mut self, what: &'static str) -> Result<Ber<'a>, ApduError> {
+        let (len, used) = ber_length(self.rest(), what)?;
+        self.at += used;
+        let content = self.take(len, what)?;
+        Ok(Ber { buf: content, at: 0, what })
+    }
+
+    fn aarq(&mut self) -> Result<Aarq, ApduError> {
+        let mut elements = self.ber_outer("AARQ")?;
+        let mut application_context = None;
+        let mut aarq = Aarq {
+            application_context: ApplicationContext::LogicalName,
+            calling_ap_title: None,
+            mechanism: None,
+            calling_authentication_value: None,
+            user_information: None,
+        };
+        while let Some((tag, value)) = elements.next()? {
+            match tag {
+                0xA1 => application_context = Some(context_name(value)?),
+                0xA6 => aarq.calling_ap_title = Some(inner(value, 0x04, "calling-AP-title")?.to_vec()),
+                0x8B => aarq.mechanism = Some(mechanism_name(value)?),
+                0xAC => aarq.calling_authentication_value = Some(authentication_value(value)?),
+                0xBE => aarq.user_information = Some(inner(value, 0x04, "user-information")?.to_vec()),
+                // protocol-version, sender-acse-requirements, AE qualifiers and invocation ids,
+                // implementation-information: not needed.
+                _ => {}
+            }
+        }
+        aarq.application_context = application_context.ok_or(ApduError::Ber("AARQ application-context-name"))?;
+        Ok(aarq)
+    }
+
+    fn aare(&mut self) -> Result<Aare, ApduError> {
+        let mut elements = self.ber_outer("AARE")?;
+        let (mut application_context, mut result, mut diagnostic) = (None, None, None);
+        let mut responding_ap_title = None;
+        let mut mechanism = None;
+        let mut responding_authentication_value = None;
+        let mut user_information = None;
+        while let Some((tag, value)) = elements.next()? {
+            match tag {
+                0xA1 => application_context = Some(context_name(value)?),
+                0xA2 => result = Some(small_integer(inner(value, 0x02, "AARE result")?, "AARE result")?),
+                0xA3 => {
+                    let mut d = Ber { buf: value, at: 0, what: "result-source-diagnostic" };
+                    let (choice, v) = d.next()?.ok_or(ApduError::Ber("result-source-diagnostic"))?;
+                    let v = small_integer(inner(v, 0x02, "result-source-diagnostic")?, "result-source-diagnostic")?;
+                    diagnostic = Some(match choice {
+                        0xA1 => SourceDiagnostic::User(v),
+                        0xA2 => SourceDiagnostic::Provider(v),
+                        _ => return Err(ApduError::Ber("result-source-diagnostic choice")),
+                    });
+                }
+                0xA4 => responding_ap_title = Some(inner(value, 0x04, "responding-AP-title")?.to_vec()),
+                0x89 => mechanism = Some(mechanism_name(value)?),
+                0xAA => responding_authentication_value = Some(authentication_value(value)?),
+                0xBE => user_information = Some(inner(value, 0x04, "user-information")?.to_vec()),
+                _ => {}
+            }
+        }
+        Ok(Aare {
+            application_context: application_context.ok_or(ApduError::Ber("AARE application-context-name"))?,
+            result: result.ok_or(ApduError::Ber("AARE result"))?,
+            diagnostic: diagnostic.ok_or(ApduError::Ber("AARE result-source-diagnostic"))?,
+            responding_ap_title,
+            mechanism,
+            responding_authentication_value,
+            user_information,
+        })
+    }
+
+    fn release(&mut self) -> Result<Release, ApduError> {
+        let mut elements = self.ber_outer("RLRQ/RLRE")?;
+        let mut release = Release::default();
+        while let Some((tag, value)) = elements.next()? {
+            match tag {
+                0x80 => release.reason = Some(small_integer(value, "release reason")?),
+                0xBE => release.user_information = Some(inner(value, 0x04, "user-information")?.to_vec()),
+                _ => {}
+            }
+        }
+        Ok(release)
+    }
+}
+
+/// A BER definite length at the start of `buf` (short form, or long form of 1 to 4 bytes): the length
+/// and the bytes it took.
+fn ber_length(buf: &[u8], what: &'static str) -> Result<(usize, usize), ApduError> {
+    let first = *buf.first().ok_or(ApduError::Truncated(what))?;
+    if first < 0x80 {
+        return Ok((usize::from(first), 1));
+    }
+    let n = usize::from(first & 0x7F);
+    if n == 0 || n > 4 {
+        return Err(ApduError::Ber(what));
+    }
+    let bytes = buf.get(1..1 + n).ok_or(ApduError::Truncated(what))?;
+    Ok((bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)), 1 + n))
+}
+
+/// The elements of a BER constructed value, in order.
+struct Ber<'a> {
+    buf: &'a [u8],
+    at: usize,
+    what: &'static str,
+}
+
+impl<'a> Ber<'a> {
+    /// The next element's first tag byte and content; high tag numbers (`x1F` then continuation bytes)
+    /// are consumed and reported by their first byte.
+    fn next(&mut self) -> Result<Option<(u8, &'a [u8])>, ApduError> {
+        let rest = self.buf.get(self.at..).unwrap_or_default();
+        let Some(&tag) = rest.first() else { return Ok(None) };
+        let mut at = 1;
+        if tag & 0x1F == 0x1F {
+            loop {
+                let b = *rest.get(at).ok_or(ApduError::Truncated(self.what))?;
+                at += 1;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                if at > 5 {
+                    return Err(ApduError::Ber(self.what));
+                }
+            }
+        }
+        let (len, used) = ber_length(rest.get(at..).unwrap_or_default(), self.what)?;
+        at += used;
+        let content = rest.get(at..).and_then(|r| r.get(..len)).ok_or(ApduError::Truncated(self.what))?;
+        self.at += at + len;
+        Ok(Some((tag, content)))
+    }
+}
+
+/// The content of the single element of tag `tag` that `value` must consist of.
+fn inner<'a>(value: &'a [u8], tag: u8, what: &'static str) -> Result<&'a [u8], ApduError> {
+    let mut b = Ber { buf: value, at: 0, what };
+    match b.next()? {
+        Some((t, content)) if t == tag && b.at == value.len() => Ok(content),
+        _ => Err(ApduError::Ber(what)),
+    }
+}
+
+/// A one-byte INTEGER content.
+fn small_integer(content: &[u8], what: &'static str) -> Result<u8, ApduError> {
+    match content {
+        [v] => Ok(*v),
+        _ => Err(ApduError::Ber(what)),
+    }
+}
+
+fn context_name(value: &[u8]) -> Result<ApplicationContext, ApduError> {
+    match inner(value, 0x06, "application-context-name")? {
+        [prefix @ .., last] if prefix == CONTEXT_OID_PREFIX => Ok(ApplicationContext::from_u8(*last)),
+        _ => Err(ApduError::Ber("application-context-name")),
+    }
+}
+
+fn mechanism_name(value: &[u8]) -> Result<Mechanism, ApduError> {
+    match value {
+        [prefix @ .., last] if prefix == MECHANISM_OID_PREFIX => Ok(Mechanism::from_u8(*last)),
+        _ => Err(ApduError::Ber("mechanism-name")),
+    }
+}
+
+/// Authentication-value: the charstring `[0]` (or bitstring `[1]`, whose content is kept as is).
+fn authentication_value(value: &[u8]) -> Result<Vec<u8>, ApduError> {
+    let mut b = Ber { buf: value, at: 0, what: "authentication-value" };
+    match b.next()? {
+        Some((0x80 | 0x81, content)) if b.at == value.len() => Ok(content.to_vec()),
+        _ => Err(ApduError::Ber("authentication-value")),
     }
 }
