@@ -18,6 +18,12 @@
 //! one exception is a connection that had been carrying replies: when it breaks it is re-established at
 //! once (a gateway closing an idle connection costs nothing). A reply resets the back-off.
 //!
+//! Line settings (baud rate, parity) can change between exchanges, in queue order, for openings such as
+//! IEC 62056-21 mode E (sign-on at 300 baud 7E1, then HDLC at the meter's baud rate 8N1):
+//! [`BusHandle::transact_with_line`] switches before and/or after one exchange without another exchange
+//! getting in between, [`BusHandle::set_line`] switches on its own. (These are handle methods, not
+//! `Exchange` fields, so that code building an `Exchange` literal keeps compiling.)
+//!
 //! Counters are kept per meter and per bus. The task never decides what a reply means: that is the
 //! protocol's matcher and decoder. It never panics on what it reads.
 
@@ -26,7 +32,7 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use ami_media::{hex, Transport};
+use ami_media::{hex, SerialSettings, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -238,7 +244,12 @@ impl std::fmt::Debug for BusHandle {
 
 /// One queued exchange and where its outcome goes.
 struct Job {
-    exchange: Exchange,
+    /// `None`: a line change alone ([`BusHandle::set_line`]); the outcome is an empty reply.
+    exchange: Option<Exchange>,
+    /// Line settings applied before the request is written.
+    line_before: Option<SerialSettings>,
+    /// Line settings applied once the exchange has succeeded.
+    line_after: Option<SerialSettings>,
     reply: oneshot::Sender<Result<Reply, LinkError>>,
 }
 
@@ -263,6 +274,8 @@ impl Bus {
             retry_at: None,
             healthy,
             down_reason: String::new(),
+            line: None,
+            last_request_len: 0,
         };
         tokio::spawn(driver.run(rx));
         BusHandle { tx, stats, id }
@@ -275,9 +288,47 @@ impl BusHandle {
     /// Cancel safety: dropping the future before the exchange started removes it from the line (the bus
     /// skips it); dropping it later lets the exchange finish on the line, and its outcome is discarded.
     pub async fn transact(&self, exchange: Exchange) -> Result<Reply, LinkError> {
+        self.queue(Some(exchange), None, None).await
+    }
+
+    /// Like [`BusHandle::transact`], switching the line settings around this one exchange, with no other
+    /// exchange in between:
+    ///
+    /// - `before` is applied after the guard time since the previous exchange, before the request is
+    ///   written (stale input is discarded after the switch);
+    /// - `after` is applied only when the exchange succeeded (reply received, or for an exchange without
+    ///   matcher: request written), once the guard time has passed and the request has had time to leave
+    ///   the UART at the settings in force (known when the bus set them: request bytes × bits per
+    ///   character ÷ baud). IEC 62056-21 mode E: the `ACK 2 Z 2 CR LF` exchange without matcher, with
+    ///   `after` = the meter's baud rate 8N1.
+    ///
+    /// A failing `set_line` fails the exchange with [`LinkError::Io`]. TCP and test transports accept and
+    /// ignore line settings.
+    pub async fn transact_with_line(
+        &self,
+        exchange: Exchange,
+        before: Option<SerialSettings>,
+        after: Option<SerialSettings>,
+    ) -> Result<Reply, LinkError> {
+        self.queue(Some(exchange), before, after).await
+    }
+
+    /// Queues a change of the line settings: applied in FIFO order, after the guard time since the
+    /// previous exchange and after that exchange's request has had time to leave the UART (see
+    /// [`BusHandle::transact_with_line`]).
+    pub async fn set_line(&self, settings: SerialSettings) -> Result<(), LinkError> {
+        self.queue(None, None, Some(settings)).await.map(|_| ())
+    }
+
+    async fn queue(
+        &self,
+        exchange: Option<Exchange>,
+        line_before: Option<SerialSettings>,
+        line_after: Option<SerialSettings>,
+    ) -> Result<Reply, LinkError> {
         let closed = || LinkError::Closed { bus: self.id.to_string() };
         let (reply, outcome) = oneshot::channel();
-        self.tx.send(Job { exchange, reply }).await.map_err(|_| closed())?;
+        self.tx.send(Job { exchange, line_before, line_after, reply }).await.map_err(|_| closed())?;
         outcome.await.map_err(|_| closed())?
     }
 
@@ -322,6 +373,10 @@ struct Driver {
     healthy: bool,
     /// The last transport failure, for the errors of exchanges refused while down.
     down_reason: String,
+    /// Line settings the bus last applied (`None`: whatever the transport was opened with).
+    line: Option<SerialSettings>,
+    /// Length of the last request written, for the transmission time before a line change.
+    last_request_len: usize,
 }
 
 impl Driver {
@@ -329,10 +384,11 @@ impl Driver {
         tracing::debug!(bus = %self.id, media = %self.transport.describe(), "bus started");
         while let Some(job) = rx.recv().await {
             if job.reply.is_closed() {
-                tracing::debug!(bus = %self.id, meter = %job.exchange.meter, "caller gave up before its turn; skipped");
+                let meter = job.exchange.as_ref().map_or("-", |e| e.meter.as_str());
+                tracing::debug!(bus = %self.id, meter = %meter, "caller gave up before its turn; skipped");
                 continue;
             }
-            let result = self.exchange(job.exchange).await;
+            let result = self.job(job.exchange, job.line_before, job.line_after).await;
             // The caller may have stopped waiting: nothing to do then.
             let _ = job.reply.send(result);
         }
@@ -415,8 +471,63 @@ impl Driver {
         }
     }
 
+    /// Runs one queued job: optional line change, exchange, optional line change.
+    async fn job(
+        &mut self,
+        exchange: Option<Exchange>,
+        before: Option<SerialSettings>,
+        line_after: Option<SerialSettings>,
+    ) -> Result<Reply, LinkError> {
+        if let Some(settings) = before {
+            self.keep_guard_time().await;
+            self.apply_line(settings)?;
+        }
+        let reply = match exchange {
+            Some(exchange) => self.exchange(exchange).await?,
+            None => Reply { frame: Vec::new(), attempts: 1 },
+        };
+        if let Some(settings) = line_after {
+            self.wait_transmitted().await;
+            self.apply_line(settings)?;
+        }
+        Ok(reply)
+    }
+
+    /// Waits until the guard time has passed since the last activity, plus the time the last request
+    /// needs to leave the UART at the line settings in force (when the bus knows them): `write` returns
+    /// once the bytes are in the driver's buffer, and at 300 baud a 6-byte acknowledgement takes 200 ms.
+    async fn wait_transmitted(&mut self) {
+        let Some(last) = self.last_activity else { return };
+        let tx_time = self.line.map_or(Duration::ZERO, |line| {
+            let bits = u64::try_from(self.last_request_len)
+                .unwrap_or(u64::MAX)
+                .saturating_mul(u64::from(line.bits_per_char()));
+            Duration::from_micros(bits.saturating_mul(1_000_000) / u64::from(line.baud.max(1)))
+        });
+        let until = after(after(last, tx_time), self.config.guard_time);
+        if until > Instant::now() {
+            sleep_until(until).await;
+        }
+    }
+
+    /// Applies line settings now; a failure is a transport error.
+    fn apply_line(&mut self, settings: SerialSettings) -> Result<(), LinkError> {
+        match self.transport.set_line(&settings) {
+            Ok(()) => {
+                tracing::debug!(bus = %self.id, %settings, "line settings changed");
+                self.line = Some(settings);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(bus = %self.id, %settings, error = %e, "changing the line settings failed");
+                Err(self.io_error(format!("set line {settings}: {e}")))
+            }
+        }
+    }
+
     async fn exchange(&mut self, exchange: Exchange) -> Result<Reply, LinkError> {
         let Exchange { meter, request, matcher, timeout, retries } = exchange;
+        self.last_request_len = request.len();
         let timeout = timeout.unwrap_or(self.config.timeout);
         let retries = retries.unwrap_or(self.config.retries);
         self.count(&meter, |c| c.requests += 1);
