@@ -21,9 +21,27 @@
 //! secondary = "12345678"       # M-Bus only: select by secondary address instead of the primary one
 //! interval = "15m"             # poll interval aligned to the wall clock, default 15m
 //! timeout = "500ms"            # optional per-meter override of the bus timeout
+//!
+//! # DLMS/COSEM meters (profile protocol "dlms"): every key optional, defaults from the profile
+//! framing = "hdlc"             # hdlc | wrapper (IEC 62056-47, TCP only)
+//! client = 48                  # client SAP (HDLC client address, wrapper source wPort)
+//! server_logical = 1           # server logical device (upper HDLC address, wrapper destination wPort)
+//! server_physical = 17         # server physical address (lower HDLC address)
+//! authentication = "high-gmac" # none | low (password) | high-gmac (HLS mechanism 5)
+//! ciphering = true             # glo-ciphering (security suite 0, authenticated and encrypted)
+//! system_title = "414D490000000001"  # the client's system title, 16 hex digits (default: "AMI" + site hash)
+//! optical = false              # IEC 62056-21 mode E opening (optical probe on a serial port)
+//! profile_backfill = "1d"      # how far back the first read of a load profile reaches, default 1d
 //! ```
+//!
+//! Secrets (the LLS password, the block cipher key and the authentication key) never live in `amid.toml`
+//! or in a profile: they come from the file named by `[site] secrets` (TOML, one `[meter.ID]` table per
+//! meter with `password`, `block_cipher_key`, `authentication_key`; it should be mode 0600) or from the
+//! environment (`AMI_SECRET_<ID>_PASSWORD`, `AMI_SECRET_<ID>_BLOCK_CIPHER_KEY`,
+//! `AMI_SECRET_<ID>_AUTHENTICATION_KEY`, the meter id upper-cased with `-` and `.` as `_`; the environment
+//! wins). They are never logged and their `Debug` output is redacted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,6 +154,8 @@ pub struct Site {
     pub data_dir: PathBuf,
     /// Extra profile directories searched before the defaults.
     pub profile_dirs: Vec<PathBuf>,
+    /// The secrets file (DLMS passwords and keys), if any.
+    pub secrets: Option<PathBuf>,
 }
 
 /// `[[bus]]`.
@@ -173,8 +193,203 @@ pub struct MeterCfg {
     pub interval: Duration,
     /// Timeout override.
     pub timeout: Option<Duration>,
+    /// DLMS/COSEM settings (only for meters whose profile speaks DLMS; each overrides the profile).
+    pub dlms: DlmsMeterCfg,
+    /// The meter's secrets from the secrets file or the environment (never from the profile).
+    pub secrets: MeterSecrets,
     /// Line of the `[[meter]]` entry (for later errors, e.g. an unknown profile).
     pub line: usize,
+}
+
+/// How a DLMS meter's APDUs travel on its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlmsFramingCfg {
+    /// HDLC (IEC 62056-46), on serial lines and over TCP.
+    Hdlc,
+    /// The TCP wrapper (IEC 62056-47).
+    Wrapper,
+}
+
+/// The authentication of a DLMS association.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlmsAuthCfg {
+    /// No authentication (public client).
+    None,
+    /// Low-level security: a password.
+    Low,
+    /// High-level security, mechanism 5 (HLS-GMAC): needs the block cipher and authentication keys.
+    HighGmac,
+}
+
+impl DlmsAuthCfg {
+    /// Parses `none`, `low` (`lls`), `high-gmac` (`hls-gmac`, `hls`).
+    pub fn parse(s: &str) -> Option<DlmsAuthCfg> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "public" => Some(DlmsAuthCfg::None),
+            "low" | "lls" | "password" => Some(DlmsAuthCfg::Low),
+            "high-gmac" | "high_gmac" | "hls-gmac" | "hls" | "gmac" => Some(DlmsAuthCfg::HighGmac),
+            _ => None,
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlmsAuthCfg::None => "none",
+            DlmsAuthCfg::Low => "low",
+            DlmsAuthCfg::HighGmac => "high-gmac",
+        }
+    }
+}
+
+/// Per-meter DLMS/COSEM overrides of the profile's defaults (`None`: take the profile's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlmsMeterCfg {
+    /// HDLC or wrapper.
+    pub framing: Option<DlmsFramingCfg>,
+    /// Client SAP (HDLC client address, wrapper source wPort), 1..=127.
+    pub client: Option<u16>,
+    /// Server logical device address (upper HDLC address), 0..=0x3FFF.
+    pub server_logical: Option<u16>,
+    /// Server physical address (lower HDLC address), 0..=0x3FFF.
+    pub server_physical: Option<u16>,
+    /// Authentication level.
+    pub authentication: Option<DlmsAuthCfg>,
+    /// Glo-ciphering on (security suite 0, authenticated and encrypted) or off.
+    pub ciphering: Option<bool>,
+    /// The client's system title (8 bytes). Default: `AMI` and five bytes of a hash of the site id.
+    pub system_title: Option<[u8; 8]>,
+    /// IEC 62056-21 mode E opening (optical probe).
+    pub optical: Option<bool>,
+    /// How far back the first read of a load profile reaches. Default 1 day.
+    pub profile_backfill: Duration,
+}
+
+impl Default for DlmsMeterCfg {
+    fn default() -> Self {
+        Self {
+            framing: None,
+            client: None,
+            server_logical: None,
+            server_physical: None,
+            authentication: None,
+            ciphering: None,
+            system_title: None,
+            optical: None,
+            profile_backfill: DEFAULT_PROFILE_BACKFILL,
+        }
+    }
+}
+
+impl DlmsMeterCfg {
+    /// True when the config named at least one DLMS-only key for this meter.
+    pub fn any_set(&self) -> bool {
+        self.framing.is_some()
+            || self.client.is_some()
+            || self.server_logical.is_some()
+            || self.server_physical.is_some()
+            || self.authentication.is_some()
+            || self.ciphering.is_some()
+            || self.system_title.is_some()
+            || self.optical.is_some()
+    }
+}
+
+/// The default `profile_backfill`: one day.
+pub const DEFAULT_PROFILE_BACKFILL: Duration = Duration::from_secs(86_400);
+
+/// A meter's secrets. `Debug` prints which are present, never their values; the bytes are zeroed on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MeterSecrets {
+    /// LLS password (bytes as written).
+    pub password: Option<Vec<u8>>,
+    /// Global unicast encryption key (EK).
+    pub block_cipher_key: Option<[u8; 16]>,
+    /// Authentication key (AK).
+    pub authentication_key: Option<[u8; 16]>,
+    /// Where they came from, for messages (`/etc/ami/secrets.toml`, `environment`), never the values.
+    pub source: String,
+}
+
+impl fmt::Debug for MeterSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |present: bool| if present { "<redacted>" } else { "-" };
+        f.debug_struct("MeterSecrets")
+            .field("password", &shown(self.password.is_some()))
+            .field("block_cipher_key", &shown(self.block_cipher_key.is_some()))
+            .field("authentication_key", &shown(self.authentication_key.is_some()))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Drop for MeterSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(p) = &mut self.password {
+            p.zeroize();
+        }
+        if let Some(k) = &mut self.block_cipher_key {
+            k.zeroize();
+        }
+        if let Some(k) = &mut self.authentication_key {
+            k.zeroize();
+        }
+    }
+}
+
+impl MeterSecrets {
+    /// True when no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.password.is_none() && self.block_cipher_key.is_none() && self.authentication_key.is_none()
+    }
+}
+
+/// The environment variable holding one secret of a meter: `AMI_SECRET_<ID>_<NAME>`.
+pub fn secret_env_var(meter: &str, name: &str) -> String {
+    let id: String =
+        meter.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("AMI_SECRET_{id}_{}", name.to_ascii_uppercase())
+}
+
+/// Parses a 16-byte key from 32 hex digits; the message never repeats the key.
+pub fn parse_key(s: &str) -> Result<[u8; 16], String> {
+    let t = s.trim();
+    let digits = t.chars().filter(char::is_ascii_hexdigit).count();
+    if t.len() != 32 || digits != 32 {
+        return Err(format!(
+            "expected 32 hex digits (16 bytes), got {} characters{}",
+            t.chars().count(),
+            if digits == t.len() { "" } else { " with non-hex characters" }
+        ));
+    }
+    let mut key = [0u8; 16];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = t.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).ok_or("not hex")?;
+    }
+    Ok(key)
+}
+
+/// Parses an 8-byte system title from 16 hex digits.
+pub fn parse_system_title(s: &str) -> Result<[u8; 8], String> {
+    let t = s.trim();
+    if t.len() != 16 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{t:?} is not a system title (16 hex digits, e.g. 414D490000000001)"));
+    }
+    let mut out = [0u8; 8];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = t.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).ok_or("not hex")?;
+    }
+    Ok(out)
+}
+
+/// The default client system title of a site: `AMI` then 5 bytes of SHA-256 of the site id.
+pub fn default_system_title(site: &str) -> [u8; 8] {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(site.as_bytes());
+    let mut out = *b"AMI\0\0\0\0\0";
+    out[3..].copy_from_slice(&h[..5]);
+    out
 }
 
 #[derive(Deserialize)]
@@ -216,6 +431,7 @@ struct RawSite {
     data_dir: Option<Spanned<String>>,
     #[serde(default)]
     profile_dirs: Vec<String>,
+    secrets: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +455,115 @@ struct RawMeter {
     secondary: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    framing: Option<Spanned<String>>,
+    client: Option<Spanned<i64>>,
+    server_logical: Option<Spanned<i64>>,
+    server_physical: Option<Spanned<i64>>,
+    authentication: Option<Spanned<String>>,
+    ciphering: Option<Spanned<bool>>,
+    system_title: Option<Spanned<String>>,
+    optical: Option<Spanned<bool>>,
+    profile_backfill: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretsFile {
+    #[serde(default)]
+    meter: HashMap<String, Spanned<RawSecrets>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    password: Option<Spanned<String>>,
+    block_cipher_key: Option<Spanned<String>>,
+    authentication_key: Option<Spanned<String>>,
+}
+
+/// Reads the secrets file: `[meter.ID]` tables. Errors name the file, line and key, never a value.
+fn load_secrets(path: &Path, errors: &mut Vec<ConfigError>) -> HashMap<String, MeterSecrets> {
+    let file = path.display().to_string();
+    let mut push = |line: usize, key: String, message: String| {
+        errors.push(ConfigError { file: file.clone(), line, key, message });
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            push(0, String::new(), format!("cannot read the secrets file: {e}"));
+            return HashMap::new();
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %file,
+                    "the secrets file is readable by others (mode {mode:03o}); chmod 600 it"
+                );
+            }
+        }
+    }
+    let raw: RawSecretsFile = match toml::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            // toml's message may quote the offending text; keep only the line.
+            let line = e.span().map_or(0, |s| line_of(&text, s.start));
+            push(line, String::new(), "not a valid secrets file (expected [meter.ID] tables with password, block_cipher_key, authentication_key)".into());
+            return HashMap::new();
+        }
+    };
+    let mut out = HashMap::new();
+    for (id, entry) in raw.meter {
+        let entry = entry.into_inner();
+        let mut s = MeterSecrets::default();
+        s.source.clone_from(&file);
+        s.password = entry.password.as_ref().map(|p| p.get_ref().as_bytes().to_vec());
+        for (k, v, slot) in [
+            ("block_cipher_key", &entry.block_cipher_key, &mut s.block_cipher_key),
+            ("authentication_key", &entry.authentication_key, &mut s.authentication_key),
+        ] {
+            if let Some(v) = v {
+                match parse_key(v.get_ref()) {
+                    Ok(k) => *slot = Some(k),
+                    Err(m) => push(line_of(&text, v.span().start), format!("meter.{id}.{k}"), m),
+                }
+            }
+        }
+        out.insert(id, s);
+    }
+    out
+}
+
+/// Overlays the secrets from the environment (`AMI_SECRET_<ID>_*`) on those from the file.
+fn env_secrets(meter: &str, mut s: MeterSecrets, errors: &mut Vec<ConfigError>) -> MeterSecrets {
+    let var = |name: &str| std::env::var(secret_env_var(meter, name)).ok();
+    if let Some(p) = var("password") {
+        s.password = Some(p.into_bytes());
+        s.source = "environment".into();
+    }
+    for (name, slot) in
+        [("block_cipher_key", &mut s.block_cipher_key), ("authentication_key", &mut s.authentication_key)]
+    {
+        if let Some(v) = var(name) {
+            match parse_key(&v) {
+                Ok(k) => *slot = Some(k),
+                Err(m) => errors.push(ConfigError {
+                    file: "environment".into(),
+                    line: 0,
+                    key: secret_env_var(meter, name),
+                    message: m,
+                }),
+            }
+        }
+    }
+    if s.source.is_empty() && !s.is_empty() {
+        s.source = "environment".into();
+    }
+    s
 }
 
 /// Parses a duration like `300ms`, `5s`, `15m`, `1h`, `1d` (one number and one unit).
@@ -348,8 +673,16 @@ impl Config {
             Some(d) => base.join(d.get_ref()),
             None => base.join("data"),
         };
-        let site =
-            Site { id: site_id, data_dir, profile_dirs: site_raw.profile_dirs.iter().map(|d| base.join(d)).collect() };
+        let secrets_path = site_raw.secrets.as_ref().map(|p| base.join(p.get_ref()));
+        let mut secret_errors = Vec::new();
+        let mut secrets_by_meter =
+            secrets_path.as_deref().map(|p| load_secrets(p, &mut secret_errors)).unwrap_or_default();
+        let site = Site {
+            id: site_id,
+            data_dir,
+            profile_dirs: site_raw.profile_dirs.iter().map(|d| base.join(d)).collect(),
+            secrets: secrets_path,
+        };
 
         let mut buses = Vec::new();
         let mut bus_ids = HashSet::new();
@@ -476,6 +809,57 @@ impl Config {
             if m.profile.get_ref().trim().is_empty() {
                 err(m.profile.span(), key("profile"), "must not be empty".into());
             }
+            let mut dlms = DlmsMeterCfg::default();
+            if let Some(f) = &m.framing {
+                match f.get_ref().as_str() {
+                    "hdlc" => dlms.framing = Some(DlmsFramingCfg::Hdlc),
+                    "wrapper" => dlms.framing = Some(DlmsFramingCfg::Wrapper),
+                    other => err(f.span(), key("framing"), format!("{other:?} (expected hdlc or wrapper)")),
+                }
+            }
+            let mut addr = |v: &Option<Spanned<i64>>, k: &str, range: std::ops::RangeInclusive<i64>| {
+                v.as_ref().and_then(|a| {
+                    if range.contains(a.get_ref()) {
+                        u16::try_from(*a.get_ref()).ok()
+                    } else {
+                        err(
+                            a.span(),
+                            key(k),
+                            format!("{} (expected {}..={})", a.get_ref(), range.start(), range.end()),
+                        );
+                        None
+                    }
+                })
+            };
+            dlms.client = addr(&m.client, "client", 1..=127);
+            dlms.server_logical = addr(&m.server_logical, "server_logical", 0..=0x3FFF);
+            dlms.server_physical = addr(&m.server_physical, "server_physical", 0..=0x3FFF);
+            if let Some(a) = &m.authentication {
+                match DlmsAuthCfg::parse(a.get_ref()) {
+                    Some(v) => dlms.authentication = Some(v),
+                    None => err(
+                        a.span(),
+                        key("authentication"),
+                        format!("{:?} (expected none, low or high-gmac)", a.get_ref()),
+                    ),
+                }
+            }
+            dlms.ciphering = m.ciphering.as_ref().map(|c| *c.get_ref());
+            dlms.optical = m.optical.as_ref().map(|c| *c.get_ref());
+            if let Some(t) = &m.system_title {
+                match parse_system_title(t.get_ref()) {
+                    Ok(v) => dlms.system_title = Some(v),
+                    Err(msg) => err(t.span(), key("system_title"), msg),
+                }
+            }
+            if let Some(b) = &m.profile_backfill {
+                match parse_duration(b.get_ref()) {
+                    Ok(d) => dlms.profile_backfill = d,
+                    Err(msg) => err(b.span(), key("profile_backfill"), msg),
+                }
+            }
+            let from_file = secrets_by_meter.remove(&id).unwrap_or_default();
+            let secrets = env_secrets(&id, from_file, &mut secret_errors);
             meters.push(MeterCfg {
                 id,
                 bus: m.bus.get_ref().clone(),
@@ -484,6 +868,8 @@ impl Config {
                 secondary,
                 interval,
                 timeout,
+                dlms,
+                secrets,
                 line,
             });
         }
@@ -562,6 +948,10 @@ impl Config {
             },
         };
 
+        for unknown in secrets_by_meter.keys() {
+            tracing::warn!(meter = %unknown, "the secrets file names a meter that is not in the config");
+        }
+        errors.extend(secret_errors);
         if errors.is_empty() {
             Ok(Config { path: path.to_path_buf(), site, uplink, store, buses, meters })
         } else {
@@ -584,6 +974,13 @@ id = "substation-4"
 data_dir = "/var/lib/ami"
 # Extra directories searched for device profiles before the defaults (./devices, /usr/share/ami/devices).
 # profile_dirs = ["/etc/ami/devices"]
+# DLMS passwords and keys (never in this file, never in a profile). Mode 0600; one table per meter id:
+#   [meter.grid]
+#   password = "00000000"                                  # LLS (authentication = "low")
+#   block_cipher_key = "000102030405060708090A0B0C0D0E0F"  # 32 hex digits
+#   authentication_key = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+# The environment can give them too (and wins): AMI_SECRET_GRID_BLOCK_CIPHER_KEY=…, AMI_SECRET_GRID_PASSWORD=…
+secrets = "/etc/ami/secrets.toml"
 
 # The central store this site sends its readings to (dial-out: the site needs no public address).
 [uplink]
@@ -614,6 +1011,13 @@ retries = 2            # retries after the first attempt (default 2)
 id = "gateway"
 media = "tcp://192.0.2.10:502"
 
+# A DLMS/COSEM meter reached over TCP (HDLC over TCP, or the IEC 62056-47 wrapper on port 4059); an optical
+# probe is a serial bus: media = "serial:///dev/ttyUSB1" with optical = true on the meter.
+[[bus]]
+id = "dlms"
+media = "tcp://192.0.2.20:4059"
+timeout = "3s"
+
 [[meter]]
 id = "incomer"
 bus = "rs485-a"
@@ -628,6 +1032,23 @@ profile = "eastron-sdm120"
 address = 2
 interval = "1m"
 # timeout = "800ms"          # per-meter override of the bus timeout
+
+[[meter]]
+id = "grid"
+bus = "dlms"
+profile = "generic-iec62056" # registers by OBIS code, the 15-min load profile 1-0:99.1.0
+interval = "15m"
+# Every key below is optional and overrides the profile's default:
+framing = "wrapper"          # hdlc | wrapper
+client = 48                  # client SAP: 16 public, 32 low (password), 48 high (HLS-GMAC)
+server_logical = 1           # logical device (wrapper destination wPort / upper HDLC address)
+# server_physical = 17       # lower HDLC address (often derived from the serial number)
+authentication = "high-gmac" # none | low | high-gmac; passwords and keys come from the secrets file
+ciphering = true             # glo-ciphering, security suite 0 (needs both keys)
+# system_title = "414D490000000001"  # this concentrator's system title (default: AMI + a hash of site.id)
+# optical = false            # IEC 62056-21 mode E opening for an optical probe
+profile_backfill = "1d"      # how far back the first read of a load profile reaches (default 1d); after
+                             # that amid asks only for the intervals it has not stored yet
 "#;
 
 #[cfg(test)]
@@ -640,17 +1061,92 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let c = parse(&EXAMPLE.replace("token_file = \"/etc/ami/token\"", "token = \"t\"")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets.toml");
+        std::fs::write(
+            &secrets,
+            "[meter.grid]\nblock_cipher_key = \"000102030405060708090A0B0C0D0E0F\"\n\
+             authentication_key = \"D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF\"\n",
+        )
+        .unwrap();
+        let text = EXAMPLE
+            .replace("token_file = \"/etc/ami/token\"", "token = \"t\"")
+            .replace("/etc/ami/secrets.toml", secrets.to_str().unwrap());
+        let c = parse(&text).unwrap();
         let u = c.uplink.as_ref().unwrap();
         assert_eq!((u.url.as_str(), u.token.as_str(), u.batch), ("https://central.example.net", "t", 5000));
         assert_eq!(c.store.max_size, 256_000_000);
         assert_eq!(c.site.id, "substation-4");
-        assert_eq!(c.buses.len(), 2);
+        assert_eq!(c.buses.len(), 3);
         assert_eq!(c.buses[0].framing, Framing::Rtu);
         assert_eq!(c.buses[1].framing, Framing::Tcp);
         assert_eq!(c.buses[0].timeout, Duration::from_millis(300));
         assert_eq!(c.meters[0].interval, Duration::from_secs(900));
         assert_eq!(c.meters[1].address, Some(2));
+        let grid = &c.meters[2];
+        assert_eq!(grid.dlms.framing, Some(DlmsFramingCfg::Wrapper));
+        assert_eq!(grid.dlms.authentication, Some(DlmsAuthCfg::HighGmac));
+        assert_eq!((grid.dlms.client, grid.dlms.server_logical), (Some(48), Some(1)));
+        assert_eq!(grid.secrets.block_cipher_key.unwrap()[15], 0x0F);
+        assert!(grid.secrets.password.is_none());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets.toml");
+        std::fs::write(
+            &secrets,
+            "[meter.m]\npassword = \"hunter22\"\nblock_cipher_key = \"C0FFEEC0FFEEC0FFEEC0FFEEC0FFEEC0\"\n\
+             authentication_key = \"BADBADBADBAD\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[site]\nid = \"s\"\nsecrets = \"{}\"\n[[bus]]\nid = \"b\"\nmedia = \"tcp://h:1\"\n\
+             [[meter]]\nid = \"m\"\nbus = \"b\"\nprofile = \"x\"\nauthentication = \"low\"\n",
+            secrets.display()
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].key.as_str()), (4, "meter.m.authentication_key"));
+        assert!(e.0[0].file.ends_with("secrets.toml"));
+        assert!(!e.to_string().contains("BADBAD"), "{e}");
+        std::fs::write(
+            &secrets,
+            "[meter.m]\npassword = \"hunter22\"\nblock_cipher_key = \"C0FFEEC0FFEEC0FFEEC0FFEEC0FFEEC0\"\n",
+        )
+        .unwrap();
+        let c = parse(&text).unwrap();
+        let m = &c.meters[0];
+        assert_eq!(m.secrets.password.as_deref(), Some(&b"hunter22"[..]));
+        assert_eq!(m.dlms.authentication, Some(DlmsAuthCfg::Low));
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter22") && !debug.to_lowercase().contains("c0ffee"), "{debug}");
+        assert!(!debug.contains("104, 117, 110"), "password bytes leak: {debug}");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn dlms_keys_are_checked() {
+        let text = "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"tcp://h:1\"\n[[meter]]\nid = \"m\"\nbus = \"b\"\n\
+                    profile = \"x\"\nframing = \"ppp\"\nclient = 300\nsystem_title = \"41\"\nauthentication = \"hls-md5\"\n";
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.contains(":10: meter[0].framing: \"ppp\" (expected hdlc or wrapper)"), "{e}");
+        assert!(e.contains(":11: meter[0].client: 300 (expected 1..=127)"), "{e}");
+        assert!(e.contains(":12: meter[0].system_title:"), "{e}");
+        assert!(e.contains(":13: meter[0].authentication:"), "{e}");
+    }
+
+    #[test]
+    fn environment_secrets_win_over_the_file() {
+        // A meter id no other test uses: the environment is process-wide.
+        std::env::set_var(secret_env_var("env-meter.1", "block_cipher_key"), "00112233445566778899aabbccddeeff");
+        let text = "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"tcp://h:1\"\n\
+                    [[meter]]\nid = \"env-meter.1\"\nbus = \"b\"\nprofile = \"x\"\n";
+        let c = parse(text).unwrap();
+        assert_eq!(secret_env_var("env-meter.1", "password"), "AMI_SECRET_ENV_METER_1_PASSWORD");
+        assert_eq!(c.meters[0].secrets.block_cipher_key.unwrap()[15], 0xFF);
+        assert_eq!(c.meters[0].secrets.source, "environment");
     }
 
     #[test]

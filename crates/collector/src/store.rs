@@ -13,6 +13,14 @@
 //!   were already sent, then thins old unsent instantaneous values to one per hour, then to one per day
 //!   per series, and only as the last resort drops the oldest unsent counter values; every row dropped
 //!   unsent is counted ([`Store::dropped_total`]), logged and reported in the heartbeat.
+//! - Load profiles are read incrementally: per meter and profile the store keeps the meter timestamp of
+//!   the last interval stored (`profile_marks`). The intervals of one read and the advanced mark are
+//!   committed in one transaction ([`Store::insert_intervals`]), and the rows' key makes a repeated read
+//!   (after a crash between the meter's answer and the commit) store nothing twice.
+//! - A DLMS invocation counter ([`InvocationCounterStore`]) is strictly increasing across restarts and
+//!   crashes: values are reserved in blocks of [`IC_BLOCK`] and the block's end is committed before the
+//!   first value of the block is handed out; after a restart counting resumes at the end of the last
+//!   reserved block, so a crash may skip values but never reuses one.
 
 use std::path::Path;
 
@@ -76,6 +84,16 @@ CREATE TABLE IF NOT EXISTS commands (
     finished_ms   INTEGER,
     result_acked  INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS profile_marks (
+    meter   TEXT    NOT NULL,
+    profile TEXT    NOT NULL,   -- the profile generic's OBIS code
+    last_ms INTEGER NOT NULL,   -- meter timestamp of the last interval stored
+    PRIMARY KEY (meter, profile)
+);
+CREATE TABLE IF NOT EXISTS invocation_counters (
+    meter    TEXT    PRIMARY KEY,
+    reserved INTEGER NOT NULL   -- every value below this may have been used; the next start resumes here
+);
 CREATE VIEW IF NOT EXISTS readings_view AS
     SELECT meter, name, obis, COALESCE(value, text) AS value, unit,
            strftime('%Y-%m-%dT%H:%M:%fZ', ts_ms / 1000.0, 'unixepoch') AS ts, quality, kind, sent
@@ -118,6 +136,122 @@ fn kind_text(kind: ValueKind) -> &'static str {
     }
 }
 
+/// Inserts readings inside a transaction; a row whose key is already stored is skipped.
+fn insert_rows(tx: &rusqlite::Transaction<'_>, readings: &[StoredReading]) -> Result<usize, StoreError> {
+    let mut added = 0;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO readings (meter, name, obis, value, text, unit, ts_ms, quality, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (meter, obis, ts_ms) DO NOTHING",
+    )?;
+    for s in readings {
+        let r = &s.reading;
+        let (num, text) = match &r.value {
+            Value::Number(n) => (Some(*n), None),
+            Value::Text(t) => (None, Some(t.as_str())),
+        };
+        added += stmt.execute(params![
+            r.meter,
+            r.name,
+            r.obis.to_string(),
+            num,
+            text,
+            r.unit,
+            r.ts.timestamp_millis(),
+            r.quality.as_text(),
+            kind_text(s.kind),
+        ])?;
+    }
+    Ok(added)
+}
+
+/// How many invocation counter values are reserved (committed ahead) at a time.
+pub const IC_BLOCK: u32 = 100;
+
+/// Why the next invocation counter value cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    /// The store could not commit the reservation (the value is not handed out).
+    #[error("cannot persist the invocation counter: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Every 32-bit value was used: the meter's keys must be changed.
+    #[error("invocation counter exhausted (2^32 values used): change the meter's keys")]
+    Exhausted,
+}
+
+/// A meter's DLMS invocation counter kept in the site store (see the module invariants): strictly
+/// increasing across restarts and crashes, reserved in blocks of [`IC_BLOCK`].
+pub struct InvocationCounterStore {
+    meter: String,
+    state: std::sync::Mutex<CounterState>,
+}
+
+struct CounterState {
+    conn: Connection,
+    /// The next value to hand out.
+    next: u64,
+    /// Values below this are reserved (committed); `next == reserved` means a new block is needed.
+    reserved: u64,
+}
+
+impl std::fmt::Debug for InvocationCounterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationCounterStore").field("meter", &self.meter).finish_non_exhaustive()
+    }
+}
+
+impl InvocationCounterStore {
+    /// Opens the counter of `meter` in the store at `path` (its own connection). A new meter starts at 1;
+    /// a known one at the end of its last reserved block.
+    pub fn open(path: &Path, meter: &str) -> Result<InvocationCounterStore, StoreError> {
+        let store = Store::open(path)?;
+        let reserved: Option<i64> = store
+            .conn
+            .query_row("SELECT reserved FROM invocation_counters WHERE meter = ?1", [meter], |r| r.get(0))
+            .optional()?;
+        let reserved = reserved.map_or(1, |r| u64::try_from(r).unwrap_or(1).max(1));
+        Ok(InvocationCounterStore {
+            meter: meter.to_string(),
+            state: std::sync::Mutex::new(CounterState { conn: store.conn, next: reserved, reserved }),
+        })
+    }
+
+    /// The meter this counter belongs to.
+    pub fn meter(&self) -> &str {
+        &self.meter
+    }
+
+    /// The next value: strictly greater than every value handed out before, in this process or any
+    /// earlier one. Commits a new block before handing out its first value.
+    pub fn next_value(&self) -> Result<u32, CounterError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let value = st.next;
+        if value > u64::from(u32::MAX) {
+            return Err(CounterError::Exhausted);
+        }
+        if value >= st.reserved {
+            let end = (value + u64::from(IC_BLOCK)).min(u64::from(u32::MAX) + 1);
+            st.conn.execute(
+                "INSERT INTO invocation_counters (meter, reserved) VALUES (?1, ?2)
+                 ON CONFLICT (meter) DO UPDATE SET reserved = MAX(reserved, excluded.reserved)",
+                params![self.meter, i64::try_from(end).unwrap_or(i64::MAX)],
+            )?;
+            st.reserved = end;
+        }
+        st.next = value + 1;
+        u32::try_from(value).map_err(|_| CounterError::Exhausted)
+    }
+
+    /// Makes every later value at least `floor` (e.g. after the meter reported the counter it expects).
+    pub fn raise_to(&self, floor: u32) -> Result<(), CounterError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if u64::from(floor) > st.next {
+            st.next = u64::from(floor);
+        }
+        Ok(())
+    }
+}
+
 impl Store {
     /// The underlying connection (for the outbox and status queries in this crate).
     pub(crate) fn conn(&self) -> &Connection {
@@ -142,32 +276,7 @@ impl Store {
     /// Stores a poll's readings and its status in one transaction. Returns how many readings were new.
     pub fn insert(&mut self, readings: &[StoredReading], status: Option<&PollStatus>) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut added = 0;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO readings (meter, name, obis, value, text, unit, ts_ms, quality, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (meter, obis, ts_ms) DO NOTHING",
-            )?;
-            for s in readings {
-                let r = &s.reading;
-                let (num, text) = match &r.value {
-                    Value::Number(n) => (Some(*n), None),
-                    Value::Text(t) => (None, Some(t.as_str())),
-                };
-                added += stmt.execute(params![
-                    r.meter,
-                    r.name,
-                    r.obis.to_string(),
-                    num,
-                    text,
-                    r.unit,
-                    r.ts.timestamp_millis(),
-                    r.quality.as_text(),
-                    kind_text(s.kind),
-                ])?;
-            }
-        }
+        let added = insert_rows(&tx, readings)?;
         if let Some(st) = status {
             let at = st.at.timestamp_millis();
             let ok = st.error.is_none();
@@ -260,6 +369,36 @@ impl Store {
         rows.collect()
     }
 
+    /// The meter timestamp (ms) of the last interval stored for a meter's load profile, if any.
+    pub fn profile_mark(&self, meter: &str, profile: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row("SELECT last_ms FROM profile_marks WHERE meter = ?1 AND profile = ?2", [meter, profile], |r| {
+                r.get(0)
+            })
+            .optional()
+    }
+
+    /// Stores the intervals of one load profile read and advances the profile's mark to `last_ms` (never
+    /// backwards), in one transaction. Rows already stored are kept as they were. Returns how many rows
+    /// were new.
+    pub fn insert_intervals(
+        &mut self,
+        readings: &[StoredReading],
+        meter: &str,
+        profile: &str,
+        last_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let added = insert_rows(&tx, readings)?;
+        tx.execute(
+            "INSERT INTO profile_marks (meter, profile, last_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (meter, profile) DO UPDATE SET last_ms = MAX(last_ms, excluded.last_ms)",
+            params![meter, profile, last_ms],
+        )?;
+        tx.commit()?;
+        Ok(added)
+    }
+
     /// Consecutive failures and last error of a meter, if it was ever polled.
     pub fn meter_status(&self, meter: &str) -> Result<Option<(u32, Option<String>)>, StoreError> {
         self.conn
@@ -307,6 +446,51 @@ mod tests {
         assert_eq!(rows[0].value, Value::Number(5.0));
         let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn invocation_counter_never_repeats_across_restarts_and_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let mut used = Vec::new();
+        for round in 0..5u32 {
+            // Each round is a process lifetime that uses a few values and then "crashes" (drops without any
+            // shutdown step).
+            let c = InvocationCounterStore::open(&path, "m").unwrap();
+            for _ in 0..(round * 37 + 3) {
+                used.push(c.next_value().unwrap());
+            }
+        }
+        assert!(used.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {used:?}");
+        let c = InvocationCounterStore::open(&path, "m").unwrap();
+        let next = c.next_value().unwrap();
+        assert!(next > *used.last().unwrap());
+        // Meters are independent.
+        let other = InvocationCounterStore::open(&path, "other").unwrap();
+        assert_eq!(other.next_value().unwrap(), 1);
+        // The reservation is what is persisted: at most one block is skipped per restart.
+        assert!(next - used.last().unwrap() <= IC_BLOCK, "{next}");
+        c.raise_to(1_000_000).unwrap();
+        assert_eq!(c.next_value().unwrap(), 1_000_000);
+        drop(c);
+        assert!(InvocationCounterStore::open(&path, "m").unwrap().next_value().unwrap() > 1_000_000);
+    }
+
+    #[test]
+    fn intervals_and_their_mark_commit_together_and_never_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("site.db")).unwrap();
+        assert_eq!(s.profile_mark("m", "1-0:99.1.0*255").unwrap(), None);
+        let rows: Vec<_> = (1..=4).map(|i| reading("m", "1-0:1.8.0", i * 900_000, i as f64)).collect();
+        assert_eq!(s.insert_intervals(&rows, "m", "1-0:99.1.0*255", 4 * 900_000).unwrap(), 4);
+        // The same intervals again (a read repeated after a crash) plus one new one.
+        let more: Vec<_> = (3..=5).map(|i| reading("m", "1-0:1.8.0", i * 900_000, i as f64)).collect();
+        assert_eq!(s.insert_intervals(&more, "m", "1-0:99.1.0*255", 5 * 900_000).unwrap(), 1);
+        assert_eq!(s.profile_mark("m", "1-0:99.1.0*255").unwrap(), Some(5 * 900_000));
+        // The mark never goes back.
+        s.insert_intervals(&[], "m", "1-0:99.1.0*255", 900_000).unwrap();
+        assert_eq!(s.profile_mark("m", "1-0:99.1.0*255").unwrap(), Some(5 * 900_000));
+        assert_eq!(s.readings("m").unwrap().len(), 5);
     }
 
     #[test]
