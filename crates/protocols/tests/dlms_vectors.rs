@@ -607,3 +607,180 @@ fn protect_round_trip() {
     assert_eq!(Keys::from_hex("00", AK), Err(SecurityError::BadKey));
     assert_eq!(Keys::from_hex(EK, "X0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"), Err(SecurityError::BadKey));
 }
+
+// ------------------------------------------------------------------------------- Gurux cross-checks
+
+/// HLS-GMAC association with ciphered user-information (context LN with ciphering, mechanism 5, client
+/// system title 4D4D4D0000000001, CtoS "K56iVagY", glo-initiate-request SC 0x30 IC 1). Structure checked
+/// with Gurux `GXDLMSTranslator.pduToXml` (CallingAPTitle, MechanismName HighGmac, CallingAuthentication,
+/// glo_InitiateRequest); the glo-initiate-request bytes `21 1F 30 00000001 9945…D69C` are what Gurux
+/// `GXDLMSChippering.encryptAesGcm` makes of `01000000065F1F040000601DFFFF` with the Green Book keys.
+#[test]
+fn aarq_ciphered_hls_gmac() {
+    let bytes =
+        hex("6055A109060760857405080103A60A04084D4D4D00000000018A0207808B0760857405080205AC0A80084B35366956616759\
+         BE230421211F30000000019945AB0E570975CCDF51FDC5675F202991A6347807DA83E9D69C");
+    let plain = hex("01000000065F1F040000601DFFFF");
+    let ui = hex("211F30000000019945AB0E570975CCDF51FDC5675F202991A6347807DA83E9D69C");
+    vector(
+        &bytes,
+        &Apdu::Aarq(Aarq {
+            application_context: ApplicationContext::LogicalNameCiphered,
+            calling_ap_title: Some(CLIENT_TITLE.to_vec()),
+            mechanism: Some(Mechanism::HlsGmac),
+            calling_authentication_value: Some(b"K56iVagY".to_vec()),
+            user_information: Some(ui.clone()),
+        }),
+    );
+    assert_eq!(security::wrap(&keys(), 0x30, &CLIENT_TITLE, 1, &plain), Ok(ui.clone()));
+    let envelope = Apdu::decode(&ui).expect("glo-initiate-request");
+    assert_eq!(security::unwrap(&keys(), &CLIENT_TITLE, &envelope), Ok((1, plain.clone())));
+    assert_eq!(InitiateRequest::decode(&plain), Ok(initiate_request(0x00601D, 0xFFFF)));
+}
+
+/// The AARE answering it: accepted with authentication-required (14), responding AP title
+/// 4D4D4D0000BC614E, StoC "P6wRJ21F", glo-initiate-response SC 0x30 IC 0x01234567. Structure checked with
+/// Gurux `pduToXml`; the envelope equals Gurux `encryptAesGcm` of `0800065F1F040000501F01F40007`.
+#[test]
+fn aare_ciphered_hls_gmac() {
+    let bytes =
+        hex("6161A109060760857405080103A203020100A305A10302010EA40A04084D4D4D0000BC614E88020780890760857405080205\
+         AA0A8008503677524A323146BE230421281F3001234567891214A0845E475738383A91BC197117581D85ADB648D979E2FB");
+    let plain = hex("0800065F1F040000501F01F40007");
+    let ui = hex("281F3001234567891214A0845E475738383A91BC197117581D85ADB648D979E2FB");
+    vector(
+        &bytes,
+        &Apdu::Aare(Aare {
+            application_context: ApplicationContext::LogicalNameCiphered,
+            result: 0,
+            diagnostic: SourceDiagnostic::User(14),
+            responding_ap_title: Some(SERVER_TITLE.to_vec()),
+            mechanism: Some(Mechanism::HlsGmac),
+            responding_authentication_value: Some(b"P6wRJ21F".to_vec()),
+            user_information: Some(ui.clone()),
+        }),
+    );
+    assert_eq!(security::wrap(&keys(), 0x30, &SERVER_TITLE, 0x0123_4567, &plain), Ok(ui.clone()));
+    let envelope = Apdu::decode(&ui).expect("glo-initiate-response");
+    assert_eq!(security::unwrap(&keys(), &SERVER_TITLE, &envelope), Ok((0x0123_4567, plain)));
+}
+
+/// general-glo-ciphering (tag 219) of the Green Book clock GET with the client title, IC 4: byte-identical
+/// to Gurux `encryptAesGcm` with tag GENERAL_GLO_CIPHERING; Gurux `pduToXml` shows SystemTitle and
+/// CipheredService.
+#[test]
+fn general_glo_ciphering() {
+    let bytes = hex("DB084D4D4D00000000011E3000000004C037A865ADE5B79EF38D5538F2796D71A94336EC918C41AFC2");
+    let plain = hex("C0010000080000010000FF0200");
+    let payload = security::protect(&keys(), 0x30, &CLIENT_TITLE, 4, &plain).expect("protect");
+    let envelope = Apdu::GeneralGloCiphering(GeneralGloCiphering {
+        system_title: CLIENT_TITLE.to_vec(),
+        security_control: 0x30,
+        invocation_counter: 4,
+        payload,
+    });
+    vector(&bytes, &envelope);
+    assert_eq!(security::unwrap(&keys(), &CLIENT_TITLE, &envelope), Ok((4, plain)));
+    assert_eq!(security::unwrap(&keys(), &SERVER_TITLE, &envelope), Err(SecurityError::SystemTitleMismatch));
+    // A plain APDU is not an envelope.
+    let get = Apdu::decode(&hex("C0010000080000010000FF0200")).expect("get");
+    assert_eq!(security::unwrap(&keys(), &CLIENT_TITLE, &get), Err(SecurityError::NotCipherable(192)));
+    assert_eq!(security::wrap(&keys(), 0x30, &CLIENT_TITLE, 1, &hex("D80102")), Err(SecurityError::NotCipherable(216)));
+}
+
+/// Authenticated-only (SC 0x10: plaintext then tag) and encrypted-only (SC 0x20: no tag) glo-get-request of
+/// the Green Book clock GET, server title, IC 0x01234567: byte-identical to Gurux `encryptAesGcm` with
+/// Security.AUTHENTICATION and Security.ENCRYPTION.
+#[test]
+fn glo_authentication_only_and_encryption_only() {
+    let plain = hex("C0010000080000010000FF0200");
+    let auth = hex("C81E1001234567C0010000080000010000FF020006725D910F9221D263877516");
+    let enc = hex("C8122001234567411312FF935A47566827C467BC");
+    for (sc, bytes) in [(0x10, auth), (0x20, enc)] {
+        assert_eq!(security::wrap(&keys(), sc, &SERVER_TITLE, 0x0123_4567, &plain).as_ref(), Ok(&bytes));
+        let envelope = round_trip(&bytes);
+        assert_eq!(security::unwrap(&keys(), &SERVER_TITLE, &envelope), Ok((0x0123_4567, plain.clone())));
+    }
+    // Authenticated only: a changed plaintext byte fails the tag.
+    let mut bad = hex("C81E1001234567C0010000080000010000FF020006725D910F9221D263877516");
+    bad[8] ^= 0x01;
+    let envelope = Apdu::decode(&bad).expect("envelope");
+    assert_eq!(security::unwrap(&keys(), &SERVER_TITLE, &envelope), Err(SecurityError::AuthenticationFailed));
+}
+
+/// Gurux `pduToXml` → `xmlToPdu` gives the same bytes back: ExceptionResponse (ServiceNotAllowed,
+/// ServiceNotSupported), SetRequestWithDataBlock (last block 2, raw 09AABB), GetResponsewithDataBlock
+/// (last block 2, RawData 09AABB). GetResponseWithList of two UInt32 (1 and 5) as decoded by `pduToXml`.
+#[test]
+fn gurux_translator_vectors() {
+    vector(&hex("D80102"), &Apdu::ExceptionResponse(ExceptionResponse { state_error: 1, service_error: 2 }));
+    vector(
+        &hex("C103C101000000020309AABB"),
+        &Apdu::SetRequest(SetRequest::WithDataBlock {
+            invoke: C1,
+            block: DataBlockSA { last_block: true, block_number: 2, raw: hex("09AABB") },
+        }),
+    );
+    vector(
+        &hex("C402C10100000002000309AABB"),
+        &Apdu::GetResponse(GetResponse::WithDataBlock {
+            invoke: C1,
+            block: DataBlockG { last_block: true, block_number: 2, result: Ok(hex("09AABB")) },
+        }),
+    );
+    vector(
+        &hex("C403C102000600000001000600000005"),
+        &Apdu::GetResponse(GetResponse::WithList {
+            invoke: C1,
+            results: vec![
+                GetDataResult::Data(Data::DoubleLongUnsigned(1)),
+                GetDataResult::Data(Data::DoubleLongUnsigned(5)),
+            ],
+        }),
+    );
+    // A list mixing a value and an error (object-unavailable); Gurux's translator drops error entries, so
+    // this one is checked against the Green Book layout only.
+    vector(
+        &hex("C403C102000600000001010B"),
+        &Apdu::GetResponse(GetResponse::WithList {
+            invoke: C1,
+            results: vec![
+                GetDataResult::Data(Data::DoubleLongUnsigned(1)),
+                GetDataResult::Error(DataAccessResult::ObjectUnavailable),
+            ],
+        }),
+    );
+    // invocation-counter-error with the expected counter (DLMS 8+): accepted, the counter is not kept.
+    assert_eq!(
+        Apdu::decode(&hex("D8010600000005")),
+        Ok(Apdu::ExceptionResponse(ExceptionResponse { state_error: 1, service_error: 6 }))
+    );
+}
+
+/// Malformed input is a typed error: wrong BER lengths, unknown tags, trailing bytes, hostile counts.
+#[test]
+fn malformed() {
+    assert_eq!(Apdu::decode(&[]), Err(ApduError::Truncated("tag")));
+    assert_eq!(Apdu::decode(&[0x0F, 0]), Err(ApduError::UnknownTag(0x0F)));
+    assert_eq!(Apdu::decode(&hex("C501C10000")), Err(ApduError::Trailing(1)));
+    // AARQ whose inner element claims more than the outer length.
+    assert!(Apdu::decode(&hex("6005A1090607")).is_err());
+    // AARQ without application-context-name.
+    assert_eq!(Apdu::decode(&hex("6000")), Err(ApduError::Ber("AARQ application-context-name")));
+    // Application context with a foreign OID.
+    assert!(matches!(Apdu::decode(&hex("6009A10706052B0E030201")), Err(ApduError::Ber(_))));
+    // Indefinite BER length.
+    assert!(matches!(Apdu::decode(&hex("6080A1000000")), Err(ApduError::Ber(_))));
+    // GET with list claiming 0x7FFFFFFF items in 3 bytes: refused before allocating.
+    assert!(Apdu::decode(&hex("C003C1847FFFFFFF000100")).is_err());
+    // Glo envelope shorter than its security header.
+    assert!(matches!(Apdu::decode(&hex("C80330 0000")), Err(ApduError::Truncated(_))));
+    // Unknown optional AARQ elements are skipped (protocol-version, calling-AE-qualifier, a high tag number).
+    let aarq = Apdu::decode(&hex(
+        "602C800207 80A109060760857405080101A70302 0100 BF2203020100 BE10040E01000000065F1F0400007E1F04B0",
+    ))
+    .expect("tolerant AARQ");
+    let Apdu::Aarq(aarq) = aarq else { panic!("not an AARQ") };
+    assert_eq!(aarq.application_context, ApplicationContext::LogicalName);
+    assert_eq!(aarq.user_information, Some(initiate_request(0x007E1F, 1200).encode()));
+}
