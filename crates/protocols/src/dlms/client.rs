@@ -76,7 +76,9 @@ pub struct Ciphering {
     pub keys: Keys,
     /// The client's system title (calling-AP-title, and the IV of everything the client protects).
     pub system_title: SystemTitle,
-    /// Security control byte of the client's APDUs. Default `0x30` (authenticated and encrypted).
+    /// Security control byte of the client's APDUs. Default `0x30` (authenticated and encrypted); `0x10`
+    /// authenticated only, `0x20` encrypted only. `0x00` means no glo-ciphering at all: APDUs travel plain
+    /// in the non-ciphered LN context, and the keys and system title serve HLS-GMAC only.
     pub security_control: u8,
 }
 
@@ -362,6 +364,11 @@ impl Association {
         self.state == State::Associated
     }
 
+    /// The ciphering applied to APDUs (`None` also when the security control is `0x00`: HLS keys only).
+    fn cipher(&self) -> Option<&Ciphering> {
+        self.settings.ciphering.as_ref().filter(|c| c.security_control & 0x30 != 0)
+    }
+
     fn next_ic(&self) -> Result<u32, DlmsError> {
         self.counter.next()
     }
@@ -374,7 +381,7 @@ impl Association {
 
     /// Glo-ciphers a plain xDLMS APDU when ciphering is on.
     fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>, DlmsError> {
-        match &self.settings.ciphering {
+        match self.cipher() {
             None => Ok(plain),
             Some(c) => {
                 let ic = self.next_ic()?;
@@ -387,7 +394,7 @@ impl Association {
     /// confirmed-service-errors may arrive plain (a meter that cannot decipher answers so).
     fn open(&mut self, apdu: &[u8]) -> Result<Apdu, DlmsError> {
         let decoded = Apdu::decode(apdu)?;
-        match (&decoded, &self.settings.ciphering) {
+        match (&decoded, self.cipher()) {
             (Apdu::GloCiphered(_) | Apdu::GeneralGloCiphering(_), Some(c)) => {
                 let title = self.server_title.ok_or(DlmsError::State("ciphered reply before the AARE"))?;
                 let (ic, plain) = security::unwrap(&c.keys, &title, &decoded)?;
@@ -454,7 +461,7 @@ impl Association {
             }
         };
         let aarq = Aarq {
-            application_context: if ciphering.is_some() {
+            application_context: if self.cipher().is_some() {
                 ApplicationContext::LogicalNameCiphered
             } else {
                 ApplicationContext::LogicalName
@@ -488,11 +495,12 @@ impl Association {
             return Err(self.rejection(&aare));
         }
         if self.settings.ciphering.is_some() {
-            let title =
-                aare.responding_ap_title.as_deref().and_then(|t| SystemTitle::try_from(t).ok()).ok_or_else(|| {
-                    DlmsError::Unexpected("AARE of a ciphered association without an 8-byte system title".into())
-                })?;
-            self.server_title = Some(title);
+            let title = aare.responding_ap_title.as_deref().and_then(|t| SystemTitle::try_from(t).ok());
+            if title.is_none() && (self.cipher().is_some() || self.settings.authentication == Authentication::HighGmac)
+            {
+                return Err(DlmsError::Unexpected("AARE without the meter's 8-byte system title".into()));
+            }
+            self.server_title = title;
         }
         let info = aare
             .user_information
@@ -733,11 +741,8 @@ impl Association {
     /// The RLRQ releasing the association (reason normal; with ciphering its user-information carries a
     /// ciphered InitiateRequest, Green Book §9.3.3). Valid in any state.
     pub fn release(&mut self) -> Result<Vec<u8>, DlmsError> {
-        let user_information = if self.settings.ciphering.is_some() && self.server_title.is_some() {
-            Some(self.user_information()?)
-        } else {
-            None
-        };
+        let user_information =
+            if self.cipher().is_some() && self.server_title.is_some() { Some(self.user_information()?) } else { None };
         self.state = State::Releasing;
         Ok(Apdu::Rlrq(Release { reason: Some(0), user_information }).encode())
     }
@@ -793,4 +798,452 @@ fn decode_result_list(raw: &[u8]) -> Result<Vec<GetDataResult>, DlmsError> {
         return Err(DlmsError::Apdu(ApduError::Trailing(raw.len() - at)));
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlms::apdu::DataBlockG;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    const CLOCK: AttributeDescriptor =
+        AttributeDescriptor { class_id: 8, instance: [0, 0, 1, 0, 0, 255], attribute: 2 };
+    const ENERGY: AttributeDescriptor =
+        AttributeDescriptor { class_id: 3, instance: [1, 0, 1, 8, 0, 255], attribute: 2 };
+
+    // Green Book / dlms-cosem 21.3.2 test vectors (tests/test_security.py, tests/test_asce/test_aare.py).
+    const EK: &str = "000102030405060708090A0B0C0D0E0F";
+    const AK: &str = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF";
+    const CLIENT_TITLE: SystemTitle = [0x4D, 0x4D, 0x4D, 0, 0, 0, 0, 1];
+    const SERVER_TITLE: SystemTitle = [0x4D, 0x4D, 0x4D, 0, 0, 0xBC, 0x61, 0x4E];
+    const CTOS: &str = "4B35366956616759"; // "K56iVagY"
+    const STOC: &str = "503677524A323146"; // "P6wRJ21F"
+
+    /// AARE: accepted, LN context, InitiateResponse conformance 00 50 1F, server max PDU 500, VAA 7.
+    const AARE_ACCEPTED: &str =
+        "6129A109060760857405080101A203020100A305A103020100BE10040E0800065F1F040000501F01F40007";
+
+    fn keys() -> Keys {
+        Keys::from_hex(EK, AK).unwrap()
+    }
+
+    fn plain() -> Association {
+        Association::new(ClientSettings::default(), Arc::new(MemoryCounter::new(1)))
+    }
+
+    fn associated() -> Association {
+        let mut a = plain();
+        a.aarq().unwrap();
+        assert_eq!(a.on_aare(&hex(AARE_ACCEPTED)).unwrap(), None);
+        a
+    }
+
+    fn ciphered_settings(auth: Authentication) -> ClientSettings {
+        ClientSettings {
+            authentication: auth,
+            ciphering: Some(Ciphering::new(keys(), CLIENT_TITLE)),
+            ..ClientSettings::default()
+        }
+    }
+
+    /// The meter's side: a ciphered AARE (glo-initiate-response made with the server title).
+    fn ciphered_aare(server_ic: u32, mechanism: Option<Mechanism>, stoc: Option<Vec<u8>>) -> Vec<u8> {
+        let initiate = InitiateResponse {
+            negotiated_quality_of_service: None,
+            negotiated_dlms_version: 6,
+            negotiated_conformance: Conformance(0x00_50_1F),
+            server_max_receive_pdu_size: 500,
+            vaa_name: 7,
+        };
+        let info = security::wrap(&keys(), 0x30, &SERVER_TITLE, server_ic, &initiate.encode()).unwrap();
+        Apdu::Aare(Aare {
+            application_context: ApplicationContext::LogicalNameCiphered,
+            result: 0,
+            diagnostic: SourceDiagnostic::User(if mechanism.is_some() { 14 } else { 0 }),
+            responding_ap_title: Some(SERVER_TITLE.to_vec()),
+            mechanism,
+            responding_authentication_value: stoc,
+            user_information: Some(info),
+        })
+        .encode()
+    }
+
+    /// The meter's side: opens a ciphered client APDU (made with the client title).
+    fn open_request(apdu: &[u8]) -> (u32, Vec<u8>) {
+        security::unwrap(&keys(), &CLIENT_TITLE, &Apdu::decode(apdu).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn aarq_without_authentication_is_the_green_book_encoding() {
+        let mut a = plain();
+        // Gurux's translator decodes these bytes as an AARQ with the fields below.
+        // AARQ: LN context (A1 09 06 07 60 85 74 05 08 01 01), user-information (BE 10 04 0E) holding the
+        // InitiateRequest 01 00 00 00 06 (no dedicated key, response allowed, no QoS, version 6),
+        // conformance 5F 1F 04 00 00 12 1D (block-transfer-with-get, multiple-references, get, set,
+        // selective-access, action), max receive PDU 04 00 (1024).
+        assert_eq!(a.aarq().unwrap(), hex("601DA109060760857405080101BE10040E01000000065F1F040000121D0400"));
+        assert!(!a.is_associated());
+        assert_eq!(a.on_aare(&hex(AARE_ACCEPTED)).unwrap(), None);
+        assert!(a.is_associated());
+        let n = a.negotiated().unwrap();
+        assert_eq!(n.server_max_receive_pdu_size, 500);
+        assert_eq!(n.negotiated_conformance, Conformance(0x00_50_1F));
+    }
+
+    #[test]
+    fn aare_rejections_are_typed() {
+        // Application context name not supported (dlms-cosem vector).
+        let mut a = plain();
+        a.aarq().unwrap();
+        let e =
+            a.on_aare(&hex("6129A109060760857405080101A203020101A305A103020102BE10040E0800065F1F040000501F01F40007"));
+        assert!(matches!(e, Err(DlmsError::Rejected { result: 1, diagnostic: SourceDiagnostic::User(2) })), "{e:?}");
+        assert!(!a.is_associated());
+        assert!(matches!(a.get(CLOCK, None), Err(DlmsError::State(_))));
+        // DLMS version too low: a ConfirmedServiceError (initiate error) in the user-information.
+        let mut a = plain();
+        a.aarq().unwrap();
+        let e = a.on_aare(&hex("611FA109060760857405080101A203020101A305A103020101BE0604040E010601"));
+        assert!(
+            matches!(e, Err(DlmsError::ServiceError(ConfirmedServiceError { service: 1, class: 6, value: 1 }))),
+            "{e:?}"
+        );
+        // Wrong password: diagnostic 13 authentication-failure.
+        let mut a = Association::new(
+            ClientSettings {
+                authentication: Authentication::Low { password: b"12345678".to_vec() },
+                ..Default::default()
+            },
+            Arc::new(MemoryCounter::new(1)),
+        );
+        // LLS AARQ: 8A 02 07 80 (sender-acse-requirements: authentication), 8B 07 60 85 74 05 08 02 01
+        // (mechanism LLS), AC 0A 80 08 "12345678" (calling-authentication-value).
+        assert_eq!(
+            a.aarq().unwrap(),
+            hex("6036A1090607608574050801018A0207808B0760857405080201AC0A80083132333435363738BE10040E01000000065F1F040000121D0400")
+        );
+        let e =
+            a.on_aare(&hex("6129A109060760857405080101A203020101A305A10302010DBE10040E0800065F1F040000501F01F40007"));
+        assert!(matches!(e, Err(DlmsError::AuthenticationFailed)), "{e:?}");
+        // An AARE that is not one.
+        let mut a = plain();
+        a.aarq().unwrap();
+        assert!(matches!(a.on_aare(&hex("C401C1000600000001")), Err(DlmsError::Unexpected(_))));
+        // An AARE without a pending AARQ.
+        assert!(matches!(plain().on_aare(&hex(AARE_ACCEPTED)), Err(DlmsError::State(_))));
+    }
+
+    #[test]
+    fn passwords_and_keys_stay_out_of_debug() {
+        let settings = ClientSettings {
+            authentication: Authentication::Low { password: b"s3cr3t-pw".to_vec() },
+            ciphering: Some(Ciphering::new(keys(), CLIENT_TITLE)),
+            ..Default::default()
+        };
+        let a = Association::new(settings.clone(), Arc::new(MemoryCounter::new(1)));
+        for text in [format!("{settings:?}"), format!("{a:?}")] {
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(!text.contains("115, 51, 99"), "{text}");
+            assert!(!text.to_uppercase().contains("D0D1") && !text.contains("208, 209"), "{text}");
+        }
+    }
+
+    #[test]
+    fn hls_gmac_passes_3_and_4_with_the_green_book_vector() {
+        // IC 0 goes to the AARQ's glo-initiate-request, IC 1 to f(StoC) (the vector's value), IC 2 to the
+        // glo-action-request carrying it.
+        let counter = Arc::new(MemoryCounter::new(0));
+        let mut a = Association::new(ciphered_settings(Authentication::HighGmac), counter.clone());
+        a.set_challenge(hex(CTOS));
+        let aarq = match Apdu::decode(&a.aarq().unwrap()).unwrap() {
+            Apdu::Aarq(aarq) => aarq,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(aarq.application_context, ApplicationContext::LogicalNameCiphered);
+        assert_eq!(aarq.calling_ap_title.as_deref(), Some(&CLIENT_TITLE[..]));
+        assert_eq!(aarq.mechanism, Some(Mechanism::HlsGmac));
+        assert_eq!(aarq.calling_authentication_value, Some(hex(CTOS)));
+        let (ic, initiate) = open_request(aarq.user_information.as_deref().unwrap());
+        assert_eq!(ic, 0);
+        assert_eq!(InitiateRequest::decode(&initiate).unwrap().client_max_receive_pdu_size, 1024);
+
+        let pass3 = a.on_aare(&ciphered_aare(100, Some(Mechanism::HlsGmac), Some(hex(STOC)))).unwrap().unwrap();
+        assert!(!a.is_associated());
+        assert_eq!(a.server_system_title(), Some(&SERVER_TITLE));
+        let (ic, plain) = open_request(&pass3);
+        assert_eq!(ic, 2);
+        let Apdu::ActionRequest(action) = Apdu::decode(&plain).unwrap() else { panic!() };
+        assert_eq!(action.method, MethodDescriptor { class_id: 15, instance: [0, 0, 40, 0, 0, 255], method: 1 });
+        // f(StoC) = SC 10 || IC 00000001 || GMAC 1A52FE7DD3E72748973C1E28 (dlms-cosem test_gmac).
+        assert_eq!(action.parameters, Some(Data::OctetString(hex("10 00000001 1A52FE7DD3E72748973C1E28"))));
+
+        // Pass 4: the meter's f(CtoS) made with its title.
+        let reply = |ic: u32, f: Vec<u8>| {
+            let plain = Apdu::ActionResponse(ActionResponse {
+                invoke: action.invoke,
+                result: 0,
+                return_parameters: Some(GetDataResult::Data(Data::OctetString(f))),
+            })
+            .encode();
+            security::wrap(&keys(), 0x30, &SERVER_TITLE, ic, &plain).unwrap()
+        };
+        let good = security::hls_gmac(&keys(), &SERVER_TITLE, 0x0123_4567, &hex(CTOS));
+        let mut forged = good.clone();
+        forged[16] ^= 1;
+        let mut b = Association::new(ciphered_settings(Authentication::HighGmac), Arc::new(MemoryCounter::new(0)));
+        b.set_challenge(hex(CTOS));
+        b.aarq().unwrap();
+        b.on_aare(&ciphered_aare(100, Some(Mechanism::HlsGmac), Some(hex(STOC)))).unwrap().unwrap();
+        assert!(matches!(b.on_hls_reply(&reply(101, forged)), Err(DlmsError::AuthenticationFailed)));
+        assert!(!b.is_associated());
+
+        a.on_hls_reply(&reply(101, good)).unwrap();
+        assert!(a.is_associated());
+        assert_eq!(counter.peek(), 3);
+    }
+
+    #[test]
+    fn hls_refused_by_the_meter_is_an_authentication_failure() {
+        let mut a = Association::new(ciphered_settings(Authentication::HighGmac), Arc::new(MemoryCounter::new(0)));
+        a.aarq().unwrap();
+        let pass3 = a.on_aare(&ciphered_aare(5, Some(Mechanism::HlsGmac), Some(hex(STOC)))).unwrap().unwrap();
+        let (_, plain) = open_request(&pass3);
+        let Apdu::ActionRequest(action) = Apdu::decode(&plain).unwrap() else { panic!() };
+        let refused =
+            Apdu::ActionResponse(ActionResponse { invoke: action.invoke, result: 3, return_parameters: None }).encode();
+        let refused = security::wrap(&keys(), 0x30, &SERVER_TITLE, 6, &refused).unwrap();
+        assert!(matches!(a.on_hls_reply(&refused), Err(DlmsError::AuthenticationFailed)));
+        // HLS-GMAC without keys cannot even start.
+        let mut b = Association::new(
+            ClientSettings { authentication: Authentication::HighGmac, ..Default::default() },
+            Arc::new(MemoryCounter::new(0)),
+        );
+        assert!(matches!(b.aarq(), Err(DlmsError::Config(_))));
+    }
+
+    #[test]
+    fn get_reassembles_three_data_blocks() {
+        let mut a = associated();
+        let (req, mut pending) = a.get(ENERGY, None).unwrap();
+        // GET.request-normal, invoke C1, class 3, 1.0.1.8.0.255, attribute 2, no selective access.
+        assert_eq!(req, hex("C001C1 0003 0100010800FF 02 00"));
+        // octet-string(10) 00..09 split into 4 + 4 + 4 bytes of raw data.
+        let b1 = hex("C402C1 00 00000001 00 04 090A0001");
+        let b2 = hex("C402C1 00 00000002 00 04 02030405");
+        let b3 = hex("C402C1 01 00000003 00 04 06070809");
+        assert_eq!(a.on_response(&mut pending, &b1).unwrap(), Progress::Send(hex("C002C1 00000001")));
+        assert_eq!(a.on_response(&mut pending, &b2).unwrap(), Progress::Send(hex("C002C1 00000002")));
+        assert_eq!(pending.blocks_received(), 2);
+        assert_eq!(
+            a.on_response(&mut pending, &b3).unwrap(),
+            Progress::Done(Outcome::Data(Data::OctetString((0..10).collect())))
+        );
+        assert!(matches!(a.on_response(&mut pending, &b3), Err(DlmsError::State(_))));
+
+        // A block out of order.
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        let inv = pending.invoke_id();
+        let first = hex(&format!("C402C{inv:X} 00 00000001 00 04 090A0001"));
+        let third = hex(&format!("C402C{inv:X} 00 00000003 00 04 06070809"));
+        assert!(matches!(a.on_response(&mut pending, &first), Ok(Progress::Send(_))));
+        assert!(matches!(a.on_response(&mut pending, &third), Err(DlmsError::Unexpected(_))));
+        // A block with a data access result instead of raw data.
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        let inv = pending.invoke_id();
+        let refused = hex(&format!("C402C{inv:X} 01 00000001 01 0E"));
+        assert!(matches!(
+            a.on_response(&mut pending, &refused),
+            Err(DlmsError::Access(DataAccessResult::DataBlockUnavailable))
+        ));
+    }
+
+    #[test]
+    fn get_by_range_is_the_gurux_encoding() {
+        // Gurux 1.0.203 GXDLMSClient.readRowsByRange(profile 1.0.99.1.0.255 with the clock as first capture
+        // object, 2021-01-01 01:00 .. 02:00 at UTC+1), the wrapper header removed.
+        let mut a = associated();
+        let profile = AttributeDescriptor { class_id: 7, instance: [1, 0, 99, 1, 0, 255], attribute: 2 };
+        let access = crate::dlms::cosem::range_access(1_609_459_200, 1_609_462_800, Some(-60));
+        let (req, _) = a.get(profile, Some(access)).unwrap();
+        assert_eq!(
+            req,
+            hex("C001C100070100630100FF0201010204020412000809060000010000FF0F02120000090C07E50101FF01000000FFC400\
+                 090C07E50101FF02000000FFC4000100")
+        );
+    }
+
+    #[test]
+    fn access_errors_exceptions_and_foreign_replies() {
+        let mut a = associated();
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        // get-response-normal, data-access-result 4 object-undefined.
+        assert!(matches!(
+            a.on_response(&mut pending, &hex("C401C1 01 04")),
+            Err(DlmsError::Access(DataAccessResult::ObjectUndefined))
+        ));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        assert_eq!(pending.invoke_id(), 2);
+        // A reply for invoke id 1 (late reply to the earlier request).
+        assert!(matches!(
+            a.on_response(&mut pending, &hex("C401C1 00 0600000001")),
+            Err(DlmsError::InvokeIdMismatch { expected: 2, got: 1 })
+        ));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        // EXCEPTION-RESPONSE: service-not-allowed, operation-not-possible.
+        assert!(matches!(
+            a.on_response(&mut pending, &hex("D8 01 01")),
+            Err(DlmsError::Exception(ExceptionResponse { state_error: 1, service_error: 1 }))
+        ));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("C5 01 C4 00")), Err(DlmsError::Unexpected(_))));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("C4 01")), Err(DlmsError::Apdu(_))));
+    }
+
+    #[test]
+    fn set_action_and_get_with_list() {
+        let mut a = associated();
+        let (req, mut pending) =
+            a.set(CLOCK, Data::OctetString(vec![0x07, 0xE5, 1, 1, 5, 0, 0, 0, 0, 0x80, 0, 0])).unwrap();
+        assert_eq!(req, hex("C101C1 0008 0000010000FF 02 00 090C07E5010105000000008000 00"));
+        assert_eq!(a.on_response(&mut pending, &hex("C501C1 00")).unwrap(), Progress::Done(Outcome::Set));
+        let (_, mut pending) = a.set(CLOCK, Data::Null).unwrap();
+        assert!(matches!(
+            a.on_response(&mut pending, &hex("C501C2 03")),
+            Err(DlmsError::Access(DataAccessResult::ReadWriteDenied))
+        ));
+
+        let (req, mut pending) = a.action(crate::dlms::cosem::REMOTE_DISCONNECT, Some(Data::Integer(0))).unwrap();
+        // ACTION.request-normal, invoke C3, class 70, 0.0.96.3.10.255, method 1, parameters integer(0).
+        assert_eq!(req, hex("C301C3 0046 000060030AFF 01 01 0F00"));
+        assert_eq!(a.on_response(&mut pending, &hex("C701C3 00 00")).unwrap(), Progress::Done(Outcome::Action(None)));
+        let (_, mut pending) = a.action(crate::dlms::cosem::REMOTE_RECONNECT, Some(Data::Integer(0))).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("C701C4 03 00")), Err(DlmsError::Action(3))));
+
+        let (req, mut pending) = a.get_list(vec![(ENERGY, None), (CLOCK, None)]).unwrap();
+        assert_eq!(req, hex("C003C5 02 0003 0100010800FF 02 00 0008 0000010000FF 02 00"));
+        let reply = hex("C403C5 02 00 0600000001 01 04");
+        assert_eq!(
+            a.on_response(&mut pending, &reply).unwrap(),
+            Progress::Done(Outcome::List(vec![
+                GetDataResult::Data(Data::DoubleLongUnsigned(1)),
+                GetDataResult::Error(DataAccessResult::ObjectUndefined)
+            ]))
+        );
+        // The same list in two data blocks.
+        let (_, mut pending) = a.get_list(vec![(ENERGY, None), (CLOCK, None)]).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("C402C6 00 00000001 00 03 020006")), Ok(Progress::Send(_))));
+        assert_eq!(
+            a.on_response(&mut pending, &hex("C402C6 01 00000002 00 06 00000001 0104")).unwrap(),
+            Progress::Done(Outcome::List(vec![
+                GetDataResult::Data(Data::DoubleLongUnsigned(1)),
+                GetDataResult::Error(DataAccessResult::ObjectUndefined)
+            ]))
+        );
+        // Wrong number of results.
+        let (_, mut pending) = a.get_list(vec![(ENERGY, None), (CLOCK, None)]).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("C403C7 01 00 0600000001")), Err(DlmsError::Unexpected(_))));
+    }
+
+    #[test]
+    fn ciphered_get_round_trip_with_strictly_increasing_counter() {
+        let counter = Arc::new(MemoryCounter::new(1000));
+        let mut a = Association::new(ciphered_settings(Authentication::None), counter.clone());
+        let aarq = a.aarq().unwrap();
+        assert_eq!(a.on_aare(&ciphered_aare(7, None, None)).unwrap(), None);
+        assert!(a.is_associated());
+        let Apdu::Aarq(aarq) = Apdu::decode(&aarq).unwrap() else { panic!() };
+        assert_eq!(aarq.mechanism, None);
+        let mut last_ic = open_request(aarq.user_information.as_deref().unwrap()).0;
+        let mut server_ic = 7;
+        for round in 0..3u32 {
+            let (req, mut pending) = a.get(ENERGY, None).unwrap();
+            // glo-get-request (200), SC 0x30.
+            assert_eq!(req[0], 200);
+            let (ic, plain) = open_request(&req);
+            assert!(ic > last_ic, "{ic} after {last_ic}");
+            last_ic = ic;
+            let Apdu::GetRequest(GetRequest::Normal { invoke, attribute, access: None }) =
+                Apdu::decode(&plain).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(attribute, ENERGY);
+            server_ic += 1;
+            let response = Apdu::GetResponse(GetResponse::Normal {
+                invoke,
+                result: GetDataResult::Data(Data::DoubleLongUnsigned(42 + round)),
+            })
+            .encode();
+            let sealed = security::wrap(&keys(), 0x30, &SERVER_TITLE, server_ic, &response).unwrap();
+            assert_eq!(
+                a.on_response(&mut pending, &sealed).unwrap(),
+                Progress::Done(Outcome::Data(Data::DoubleLongUnsigned(42 + round)))
+            );
+        }
+        assert_eq!(counter.peek(), u64::from(last_ic) + 1);
+
+        // The same ciphered reply again is a replay.
+        let (req, mut pending) = a.get(ENERGY, None).unwrap();
+        let Apdu::GetRequest(GetRequest::Normal { invoke, .. }) = Apdu::decode(&open_request(&req).1).unwrap() else {
+            panic!()
+        };
+        let response =
+            Apdu::GetResponse(GetResponse::Normal { invoke, result: GetDataResult::Data(Data::Null) }).encode();
+        let replayed = security::wrap(&keys(), 0x30, &SERVER_TITLE, server_ic, &response).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &replayed), Err(DlmsError::Replay { .. })));
+        // A tampered reply fails authentication; a plain reply is refused; a plain exception is taken.
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        let mut tampered = security::wrap(&keys(), 0x30, &SERVER_TITLE, server_ic + 10, &response).unwrap();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x55;
+        assert!(matches!(
+            a.on_response(&mut pending, &tampered),
+            Err(DlmsError::Security(SecurityError::AuthenticationFailed))
+        ));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &response), Err(DlmsError::Unexpected(_))));
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        assert!(matches!(a.on_response(&mut pending, &hex("D80105")), Err(DlmsError::Exception(_))));
+
+        // The release carries a ciphered InitiateRequest with a fresh counter value.
+        let Apdu::Rlrq(rlrq) = Apdu::decode(&a.release().unwrap()).unwrap() else { panic!() };
+        assert_eq!(rlrq.reason, Some(0));
+        assert!(open_request(rlrq.user_information.as_deref().unwrap()).0 > last_ic);
+        a.on_release_response(&hex("6300")).unwrap();
+    }
+
+    #[test]
+    fn a_failing_counter_sends_nothing() {
+        struct Broken;
+        impl InvocationCounter for Broken {
+            fn next(&self) -> Result<u32, DlmsError> {
+                Err(DlmsError::Counter("store is read-only".into()))
+            }
+        }
+        let mut a = Association::new(ciphered_settings(Authentication::None), Arc::new(Broken));
+        assert!(matches!(a.aarq(), Err(DlmsError::Counter(_))));
+        let c = MemoryCounter::new(u32::MAX);
+        assert_eq!(c.next().unwrap(), u32::MAX);
+        assert!(matches!(c.next(), Err(DlmsError::Counter(_))));
+        assert!(matches!(c.next(), Err(DlmsError::Counter(_))));
+    }
+
+    #[test]
+    fn hostile_block_sizes_are_bounded() {
+        let mut a = associated();
+        let (_, mut pending) = a.get(ENERGY, None).unwrap();
+        pending.blocks = vec![0; MAX_RESPONSE_LEN - 2];
+        pending.last_block = 1;
+        let block = Apdu::GetResponse(GetResponse::WithDataBlock {
+            invoke: pending.invoke,
+            block: DataBlockG { last_block: false, block_number: 2, result: Ok(vec![0; 3]) },
+        })
+        .encode();
+        assert!(matches!(a.on_response(&mut pending, &block), Err(DlmsError::Unexpected(_))));
+    }
 }

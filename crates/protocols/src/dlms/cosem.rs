@@ -428,7 +428,7 @@ pub const CLOCK_COLUMN: CaptureObject =
 /// Selective access by range (selector 1, Blue Book §4.3.6 profile generic) restricted on the clock
 /// `0.0.1.0.0.255` attribute 2: entries from `from_unix` to `to_unix` (both inclusive), all columns. The
 /// bounds travel as 12-byte date-time octet-strings in local time with `deviation` (see
-/// [`unix_to_datetime`]).
+/// [`unix_to_datetime`]) with the weekday not specified.
 pub fn range_access(from_unix: i64, to_unix: i64, deviation: Option<i16>) -> SelectiveAccess {
     range_access_on(&CLOCK_COLUMN, from_unix, to_unix, deviation)
 }
@@ -440,7 +440,12 @@ pub fn range_access_on(
     to_unix: i64,
     deviation: Option<i16>,
 ) -> SelectiveAccess {
-    let bound = |t| Data::OctetString(unix_to_datetime(t, deviation).to_bytes().to_vec());
+    let bound = |t| {
+        let mut dt = unix_to_datetime(t, deviation);
+        // Weekday "not specified", as Gurux sends range bounds (the meter compares date and time).
+        dt.date.weekday = NOT_SPECIFIED;
+        Data::OctetString(dt.to_bytes().to_vec())
+    };
     SelectiveAccess {
         selector: 1,
         parameters: Data::Structure(vec![
@@ -672,7 +677,7 @@ mod tests {
         assert_eq!(sa.selector, 1);
         let Data::Structure(p) = &sa.parameters else { panic!() };
         assert_eq!(p[0], CLOCK_COLUMN.to_data());
-        assert_eq!(p[1], Data::OctetString(vec![0x07, 0xE5, 1, 1, 5, 1, 0, 0, 0, 0xFF, 0xC4, 0]));
+        assert_eq!(p[1], Data::OctetString(vec![0x07, 0xE5, 1, 1, 0xFF, 1, 0, 0, 0, 0xFF, 0xC4, 0]));
         assert_eq!(p[3], Data::Array(vec![]));
     }
 }
