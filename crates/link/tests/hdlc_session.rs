@@ -505,3 +505,36 @@ proptest! {
         prop_assert_eq!(got, reply);
     }
 }
+
+#[test]
+fn server_reassembles_a_segmented_aarq_written_by_gurux() {
+    // Gurux.DLMS.Python 1.0.203: `GXDLMSClient(True, 0x10, 1, Authentication.LOW, "12345678",
+    // InterfaceType.HDLC)` with maxInfoTX = maxInfoRX = 32, UA parsed, `aarqRequest()` gives two frames.
+    // (Gurux puts 3 bytes less than the maximum in the first segment; both sizes are within the limit.)
+    let first = decode(&unhex(
+        "7E A8 26 03 21 10 54 7E E6 E6 00 60 36 A1 09 06 07 60 85 74 05 08 01 01 8A 02 07 80 8B 07 60 85 74 05 08 \
+         02 01 0E 5A 7E",
+    ));
+    let second = decode(&unhex(
+        "7E A0 27 03 21 12 DD 1B AC 0A 80 08 31 32 33 34 35 36 37 38 BE 10 04 0E 01 00 00 00 06 5F 1F 04 00 40 1E \
+         5D FF FF 1F 36 7E",
+    ));
+    let mut server =
+        HdlcServer::new(SERVER, HdlcParameters { max_info_tx: 32, max_info_rx: 32, window_tx: 1, window_rx: 1 });
+    let snrm = Frame {
+        segmented: false,
+        dest: SERVER,
+        src: Address::PUBLIC_CLIENT,
+        control: Control::SNRM { poll: true },
+        info: unhex("81 80 06 05 01 20 06 01 20"), // Gurux's SNRM information field for 32/32
+    };
+    let ServerAction::Reply(ua) = server.on_frame(&snrm) else { panic!() };
+    let ua = decode(&ua);
+    assert_eq!(HdlcParameters::decode(&ua.info).unwrap().max_info_rx, 32);
+    let ServerAction::Reply(rr) = server.on_frame(&first) else { panic!() };
+    assert_eq!(decode(&rr).control, Control::RR { recv_seq: 1, poll: true });
+    let ServerAction::Apdu(aarq) = server.on_frame(&second) else { panic!() };
+    assert_eq!(aarq.len(), 0x38);
+    assert_eq!(&aarq[..2], &[0x60, 0x36]);
+    assert_eq!(&aarq[aarq.len() - 5..], &[0x40, 0x1E, 0x5D, 0xFF, 0xFF]); // conformance, max PDU size
+}
