@@ -505,3 +505,468 @@ fn decode_frame(bytes: &[u8]) -> Result<Frame, DlmsError> {
         Err(e) => Err(DlmsError::Hdlc(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session against a minimal in-process meter (HDLC server state machine or wrapper deframer from
+    //! `ami_link`, a small COSEM responder built from our APDU codec and security suite 0) over a loopback
+    //! transport and a real `Bus`. The full simulated meter lives in `ami-sim`.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use ami_link::hdlc::Address;
+    use ami_link::hdlc_session::{Deframer, HdlcParameters, HdlcServer, ServerAction};
+    use ami_link::{mode_e, wrapper, Bus, BusConfig};
+    use ami_media::loopback::{pair, LoopbackTransport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{Framing, Session, SessionConfig};
+    use crate::dlms::apdu::{
+        Aare, ActionResponse, Apdu, ApplicationContext, AttributeDescriptor, Conformance, DataAccessResult, DataBlockG,
+        GetDataResult, GetRequest, GetResponse, InitiateResponse, InvokeId, LogicalName, Mechanism, Release,
+        SetRequest, SetResponse, SourceDiagnostic,
+    };
+    use crate::dlms::axdr::Data;
+    use crate::dlms::client::{Authentication, Ciphering, ClientSettings, DlmsError, MemoryCounter};
+    use crate::dlms::cosem::{self, CaptureObject, CLOCK, CLOCK_COLUMN, DISCONNECT_CONTROL};
+    use crate::dlms::security::{self, Keys, SystemTitle};
+
+    const ENERGY: LogicalName = [1, 0, 1, 8, 0, 255];
+    const LOAD_PROFILE: LogicalName = [1, 0, 99, 1, 0, 255];
+    const SERVER_TITLE: SystemTitle = *b"AMI\x00\x00\x00\x00\x07";
+    const CLIENT_TITLE: SystemTitle = *b"AMIC\x00\x00\x00\x01";
+    /// 2024-01-01 00:00:00 UTC: first load profile entry.
+    const T0: i64 = 1_704_067_200;
+    const ENTRIES: i64 = 4 * 96;
+
+    fn keys() -> Keys {
+        Keys::from_hex("000102030405060708090A0B0C0D0E0F", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF").unwrap()
+    }
+
+    /// What the test meter saw.
+    #[derive(Debug, Default)]
+    struct Log {
+        gets: Vec<(u16, LogicalName, i8)>,
+        released: bool,
+        disconnected_link: bool,
+        relay_open: bool,
+        clock: i64,
+        client_ics: Vec<u32>,
+    }
+
+    /// A small meter: no auth, LLS or HLS-GMAC; optional ciphering; GET blocks above `max_pdu`.
+    struct Meter {
+        password: Vec<u8>,
+        max_pdu: usize,
+        ctos: Vec<u8>,
+        stoc: Vec<u8>,
+        server_ic: u32,
+        blocks: Option<(Vec<u8>, usize, u32)>,
+        log: Arc<Mutex<Log>>,
+    }
+
+    impl Meter {
+        fn new(log: Arc<Mutex<Log>>) -> Self {
+            log.lock().unwrap().clock = T0 + 4 * 86_400;
+            Meter {
+                password: b"12345678".to_vec(),
+                max_pdu: 256,
+                ctos: Vec::new(),
+                stoc: b"server-challenge".to_vec(),
+                server_ic: 500,
+                blocks: None,
+                log,
+            }
+        }
+
+        fn seal(&mut self, ciphered: bool, plain: Vec<u8>) -> Vec<u8> {
+            if !ciphered {
+                return plain;
+            }
+            self.server_ic += 1;
+            security::wrap(&keys(), 0x30, &SERVER_TITLE, self.server_ic, &plain).unwrap()
+        }
+
+        fn handle(&mut self, request: &[u8]) -> Vec<u8> {
+            let mut apdu = Apdu::decode(request).unwrap();
+            let mut ciphered = false;
+            if matches!(apdu, Apdu::GloCiphered(_)) {
+                let (ic, plain) = security::unwrap(&keys(), &CLIENT_TITLE, &apdu).unwrap();
+                self.log.lock().unwrap().client_ics.push(ic);
+                apdu = Apdu::decode(&plain).unwrap();
+                ciphered = true;
+            }
+            let reply = match apdu {
+                Apdu::Aarq(aarq) => return self.aare(aarq),
+                Apdu::Rlrq(_) => {
+                    self.log.lock().unwrap().released = true;
+                    return Apdu::Rlre(Release { reason: Some(0), user_information: None }).encode();
+                }
+                Apdu::GetRequest(GetRequest::Normal { invoke, attribute, access }) => {
+                    self.get(invoke, attribute, access)
+                }
+                Apdu::GetRequest(GetRequest::Next { invoke, block }) => self.next_block(invoke, block),
+                Apdu::SetRequest(SetRequest::Normal { invoke, attribute, value, .. }) => {
+                    let result = match (attribute.class_id, attribute.instance, cosem::data_to_unix(&value)) {
+                        (8, CLOCK, Some(t)) => {
+                            self.log.lock().unwrap().clock = t;
+                            DataAccessResult::Success
+                        }
+                        _ => DataAccessResult::ReadWriteDenied,
+                    };
+                    Apdu::SetResponse(SetResponse::Normal { invoke, result })
+                }
+                Apdu::ActionRequest(a) => {
+                    let (result, ret) = match (a.method.class_id, a.method.instance, a.method.method) {
+                        (15, _, 1) => match &a.parameters {
+                            Some(Data::OctetString(f))
+                                if security::verify_hls_gmac(&keys(), &CLIENT_TITLE, &self.stoc, f).is_ok() =>
+                            {
+                                self.server_ic += 1;
+                                let f_ctos = security::hls_gmac(&keys(), &SERVER_TITLE, self.server_ic, &self.ctos);
+                                (0, Some(GetDataResult::Data(Data::OctetString(f_ctos))))
+                            }
+                            _ => (3, None),
+                        },
+                        (70, DISCONNECT_CONTROL, m @ (1 | 2)) => {
+                            self.log.lock().unwrap().relay_open = m == 1;
+                            (0, None)
+                        }
+                        _ => (4, None),
+                    };
+                    Apdu::ActionResponse(ActionResponse { invoke: a.invoke, result, return_parameters: ret })
+                }
+                other => panic!("test meter got {other:?}"),
+            };
+            self.seal(ciphered, reply.encode())
+        }
+
+        fn aare(&mut self, aarq: crate::dlms::apdu::Aarq) -> Vec<u8> {
+            let ciphered = aarq.application_context == ApplicationContext::LogicalNameCiphered;
+            let refuse = |diag| {
+                Apdu::Aare(Aare {
+                    application_context: aarq.application_context,
+                    result: 1,
+                    diagnostic: SourceDiagnostic::User(diag),
+                    responding_ap_title: None,
+                    mechanism: None,
+                    responding_authentication_value: None,
+                    user_information: None,
+                })
+                .encode()
+            };
+            let (diagnostic, stoc) = match aarq.mechanism {
+                None => (0, None),
+                Some(Mechanism::Lls) if aarq.calling_authentication_value.as_deref() == Some(&self.password[..]) => {
+                    (0, None)
+                }
+                Some(Mechanism::Lls) => return refuse(13),
+                Some(Mechanism::HlsGmac) => {
+                    self.ctos = aarq.calling_authentication_value.clone().unwrap_or_default();
+                    (14, Some(self.stoc.clone()))
+                }
+                Some(_) => return refuse(11),
+            };
+            let initiate = InitiateResponse {
+                negotiated_quality_of_service: None,
+                negotiated_dlms_version: 6,
+                negotiated_conformance: Conformance(0x00_50_1F),
+                server_max_receive_pdu_size: self.max_pdu as u16,
+                vaa_name: 7,
+            };
+            let info = self.seal(ciphered, initiate.encode());
+            Apdu::Aare(Aare {
+                application_context: aarq.application_context,
+                result: 0,
+                diagnostic: SourceDiagnostic::User(diagnostic),
+                responding_ap_title: (ciphered || stoc.is_some()).then(|| SERVER_TITLE.to_vec()),
+                mechanism: aarq.mechanism,
+                responding_authentication_value: stoc,
+                user_information: Some(info),
+            })
+            .encode()
+        }
+
+        fn profile(&self, access: Option<crate::dlms::apdu::SelectiveAccess>) -> Data {
+            let (from, to) = match access.map(|a| a.parameters) {
+                Some(Data::Structure(p)) => (cosem::data_to_unix(&p[1]).unwrap(), cosem::data_to_unix(&p[2]).unwrap()),
+                _ => (i64::MIN, i64::MAX),
+            };
+            let mut rows = Vec::new();
+            let mut previous = None;
+            for i in 0..ENTRIES {
+                let t = T0 + i * 900;
+                if t < from || t > to {
+                    continue;
+                }
+                // Every hour a full timestamp; in between null-data (Blue Book compression).
+                let time = if previous == Some(t - 900) && i % 4 != 0 {
+                    Data::Null
+                } else {
+                    Data::OctetString(cosem::unix_to_datetime(t, Some(-60)).to_bytes().to_vec())
+                };
+                previous = Some(t);
+                rows.push(Data::Structure(vec![time, Data::DoubleLongUnsigned(1000 + i as u32)]));
+            }
+            Data::Array(rows)
+        }
+
+        fn get(
+            &mut self,
+            invoke: InvokeId,
+            a: AttributeDescriptor,
+            access: Option<crate::dlms::apdu::SelectiveAccess>,
+        ) -> Apdu {
+            self.log.lock().unwrap().gets.push((a.class_id, a.instance, a.attribute));
+            let energy_column = CaptureObject { class_id: 3, instance: ENERGY, attribute: 2, data_index: 0 };
+            let value = match (a.class_id, a.instance, a.attribute) {
+                (3, ENERGY, 2) => Some(Data::DoubleLongUnsigned(123_456)),
+                (3, ENERGY, 3) => Some(Data::Structure(vec![Data::Integer(-1), Data::Enum(30)])),
+                (8, CLOCK, 2) => {
+                    let t = self.log.lock().unwrap().clock;
+                    Some(Data::OctetString(cosem::unix_to_datetime(t, Some(-60)).to_bytes().to_vec()))
+                }
+                (7, LOAD_PROFILE, 2) => Some(self.profile(access)),
+                (7, LOAD_PROFILE, 3) => Some(Data::Array(vec![CLOCK_COLUMN.to_data(), energy_column.to_data()])),
+                (7, LOAD_PROFILE, 4) => Some(Data::DoubleLongUnsigned(900)),
+                _ => None,
+            };
+            let Some(value) = value else {
+                return Apdu::GetResponse(GetResponse::Normal {
+                    invoke,
+                    result: GetDataResult::Error(DataAccessResult::ObjectUndefined),
+                });
+            };
+            let raw = value.to_bytes();
+            if raw.len() <= self.max_pdu {
+                return Apdu::GetResponse(GetResponse::Normal { invoke, result: GetDataResult::Data(value) });
+            }
+            self.blocks = Some((raw, 0, 0));
+            self.next_block(invoke, 0)
+        }
+
+        fn next_block(&mut self, invoke: InvokeId, acked: u32) -> Apdu {
+            let chunk = self.max_pdu - 16;
+            let (raw, at, number) = self.blocks.as_mut().unwrap();
+            assert_eq!(acked, *number, "GET next for the wrong block");
+            let end = (*at + chunk).min(raw.len());
+            let data = raw[*at..end].to_vec();
+            *at = end;
+            *number += 1;
+            let block = DataBlockG { last_block: end == raw.len(), block_number: *number, result: Ok(data) };
+            Apdu::GetResponse(GetResponse::WithDataBlock { invoke, block })
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Line {
+        Hdlc { mode_e: bool },
+        Wrapper,
+    }
+
+    async fn read_some(t: &mut LoopbackTransport, buf: &mut [u8]) -> Option<usize> {
+        match t.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        }
+    }
+
+    /// Serves one connection until the client side closes.
+    async fn serve(mut t: LoopbackTransport, line: Line, mut meter: Meter) {
+        let mut buf = vec![0u8; 4096];
+        match line {
+            Line::Wrapper => {
+                let mut deframer = wrapper::WrapperDeframer::new();
+                while let Some(n) = read_some(&mut t, &mut buf).await {
+                    for (h, apdu) in deframer.push(&buf[..n]) {
+                        let reply = meter.handle(&apdu);
+                        let frame = wrapper::encode(h.destination, h.source, &reply).unwrap();
+                        t.write_all(&frame).await.unwrap();
+                    }
+                }
+            }
+            Line::Hdlc { mode_e } => {
+                if mode_e {
+                    let mut pending = Vec::new();
+                    while mode_e::parse_sign_on(&pending).is_none() {
+                        let n = read_some(&mut t, &mut buf).await.unwrap();
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    t.write_all(&mode_e::identification("AMI", b'5', "TEST-METER")).await.unwrap();
+                    pending.clear();
+                    while mode_e::parse_ack(&pending).is_none() {
+                        let n = read_some(&mut t, &mut buf).await.unwrap();
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    assert_eq!(mode_e::parse_ack(&pending).map(|a| (a.0, a.1, a.2)), Some((b'2', b'5', b'2')));
+                }
+                let params = HdlcParameters { max_info_tx: 64, max_info_rx: 64, window_tx: 1, window_rx: 1 };
+                let mut server = HdlcServer::new(Address::server(1, Some(17)), params);
+                let mut deframer = Deframer::new();
+                while let Some(n) = read_some(&mut t, &mut buf).await {
+                    for frame in deframer.push(&buf[..n]) {
+                        let out = match server.on_frame(&frame) {
+                            ServerAction::Reply(bytes) => bytes,
+                            ServerAction::Apdu(apdu) => {
+                                let reply = meter.handle(&apdu);
+                                server.respond(&reply)
+                            }
+                            ServerAction::Ignore => Vec::new(),
+                        };
+                        if matches!(frame.control, ami_link::hdlc::Control::DISC { .. }) {
+                            meter.log.lock().unwrap().disconnected_link = true;
+                        }
+                        t.write_all(&out).await.unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(line: Line) -> (ami_link::BusHandle, Arc<Mutex<Log>>) {
+        let (a, b) = pair();
+        let log = Arc::new(Mutex::new(Log::default()));
+        tokio::spawn(serve(b, line, Meter::new(log.clone())));
+        let bus = Bus::spawn(Box::new(a), BusConfig { id: "loop".into(), ..BusConfig::default() });
+        (bus, log)
+    }
+
+    fn config(line: Line, settings: ClientSettings) -> SessionConfig {
+        let framing = match line {
+            Line::Hdlc { .. } => Framing::Hdlc {
+                client: 0x10,
+                server_logical: 1,
+                server_physical: Some(17),
+                params: HdlcParameters { max_info_tx: 128, max_info_rx: 128, window_tx: 1, window_rx: 7 },
+            },
+            Line::Wrapper => Framing::Wrapper { client: 0x10, server: 1 },
+        };
+        SessionConfig {
+            meter: "m1".into(),
+            framing,
+            optical_mode_e: matches!(line, Line::Hdlc { mode_e: true }),
+            settings,
+            timeout: Duration::from_secs(2),
+            retries: 1,
+        }
+    }
+
+    /// Registers, clock, a day of load profile in GET blocks and HDLC segments, the relay, release.
+    async fn read_everything(line: Line, settings: ClientSettings) -> Arc<Mutex<Log>> {
+        let (bus, log) = start(line);
+        let mut s = Session::open(&bus, config(line, settings), Arc::new(MemoryCounter::new(1))).await.unwrap();
+
+        let (value, su) = s.read_register(ENERGY, 3).await.unwrap();
+        assert_eq!(value, 12_345.6);
+        assert_eq!(su.unwrap().unit_symbol(), Some("Wh"));
+        s.read_register(ENERGY, 3).await.unwrap();
+        let scaler_reads = log.lock().unwrap().gets.iter().filter(|g| g.2 == 3 && g.0 == 3).count();
+        assert_eq!(scaler_reads, 1, "scaler_unit is cached per session");
+        assert!(matches!(
+            s.read_register([1, 0, 2, 8, 0, 255], 3).await,
+            Err(DlmsError::Access(DataAccessResult::ObjectUndefined))
+        ));
+
+        assert_eq!(s.read_clock().await.unwrap(), T0 + 4 * 86_400);
+        s.set_clock(T0 + 4 * 86_400 + 3600).await.unwrap();
+        assert_eq!(log.lock().unwrap().clock, T0 + 4 * 86_400 + 3600);
+
+        // One day starting at 02:00 UTC: 97 entries (both bounds inclusive), most with compressed times.
+        let from = T0 + 86_400 + 7200;
+        let p = s.read_profile(LOAD_PROFILE, from, from + 86_400).await.unwrap();
+        assert_eq!(p.period_s, Some(900));
+        assert_eq!(
+            p.columns,
+            vec![CLOCK_COLUMN, CaptureObject { class_id: 3, instance: ENERGY, attribute: 2, data_index: 0 }]
+        );
+        assert_eq!(p.rows.len(), 97);
+        for (k, row) in p.rows.iter().enumerate() {
+            let t = from + 900 * k as i64;
+            assert_eq!(row.time, Some(t));
+            assert_eq!(row.values[1], Data::DoubleLongUnsigned(1000 + ((t - T0) / 900) as u32));
+        }
+        assert!(p.rows.iter().filter(|r| r.values[0] == Data::Null).count() > 60);
+        // Capture objects and period are read once per session.
+        let again = s.read_profile(LOAD_PROFILE, from, from + 3600).await.unwrap();
+        assert_eq!(again.rows.len(), 5);
+        let column_reads = log.lock().unwrap().gets.iter().filter(|g| g.0 == 7 && g.2 != 2).count();
+        assert_eq!(column_reads, 2);
+
+        s.disconnect().await.unwrap();
+        assert!(log.lock().unwrap().relay_open);
+        s.reconnect().await.unwrap();
+        assert!(!log.lock().unwrap().relay_open);
+
+        s.close().await.unwrap();
+        let l = log.lock().unwrap();
+        assert!(l.released);
+        drop(l);
+        log
+    }
+
+    #[tokio::test]
+    async fn hdlc_session_reads_registers_clock_and_profile_in_blocks_and_segments() {
+        let log = read_everything(Line::Hdlc { mode_e: false }, ClientSettings::default()).await;
+        assert!(log.lock().unwrap().disconnected_link);
+    }
+
+    #[tokio::test]
+    async fn optical_mode_e_opening_then_hdlc() {
+        let settings = ClientSettings {
+            authentication: Authentication::Low { password: b"12345678".to_vec() },
+            ..ClientSettings::default()
+        };
+        read_everything(Line::Hdlc { mode_e: true }, settings).await;
+    }
+
+    #[tokio::test]
+    async fn wrapper_session_with_hls_gmac_and_ciphering() {
+        let settings = ClientSettings {
+            authentication: Authentication::HighGmac,
+            ciphering: Some(Ciphering::new(keys(), CLIENT_TITLE)),
+            ..ClientSettings::default()
+        };
+        let log = read_everything(Line::Wrapper, settings).await;
+        let ics = log.lock().unwrap().client_ics.clone();
+        assert!(ics.len() > 10);
+        assert!(ics.windows(2).all(|w| w[0] < w[1]), "{ics:?}");
+    }
+
+    #[tokio::test]
+    async fn hdlc_session_with_hls_gmac_and_ciphering() {
+        let settings = ClientSettings {
+            authentication: Authentication::HighGmac,
+            ciphering: Some(Ciphering::new(keys(), CLIENT_TITLE)),
+            ..ClientSettings::default()
+        };
+        read_everything(Line::Hdlc { mode_e: false }, settings).await;
+    }
+
+    #[tokio::test]
+    async fn wrong_password_fails_and_releases_the_link() {
+        let (bus, log) = start(Line::Hdlc { mode_e: false });
+        let settings = ClientSettings {
+            authentication: Authentication::Low { password: b"wrong".to_vec() },
+            ..ClientSettings::default()
+        };
+        let opened =
+            Session::open(&bus, config(Line::Hdlc { mode_e: false }, settings), Arc::new(MemoryCounter::new(1))).await;
+        assert!(matches!(opened, Err(DlmsError::AuthenticationFailed)), "{opened:?}");
+        // The DISC went out before the error came back.
+        assert!(log.lock().unwrap().disconnected_link);
+    }
+
+    #[tokio::test]
+    async fn hls_with_wrong_keys_fails() {
+        let (bus, _log) = start(Line::Wrapper);
+        let wrong = Keys::from_hex("000102030405060708090A0B0C0D0E0F", "00D1D2D3D4D5D6D7D8D9DADBDCDDDEDF").unwrap();
+        let settings = ClientSettings {
+            authentication: Authentication::HighGmac,
+            ciphering: Some(Ciphering { keys: wrong, system_title: CLIENT_TITLE, security_control: 0x00 }),
+            ..ClientSettings::default()
+        };
+        let opened = Session::open(&bus, config(Line::Wrapper, settings), Arc::new(MemoryCounter::new(1))).await;
+        assert!(matches!(opened, Err(DlmsError::AuthenticationFailed)), "{opened:?}");
+    }
+}
