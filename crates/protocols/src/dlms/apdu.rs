@@ -1593,3 +1593,70 @@ fn authentication_value(value: &[u8]) -> Result<Vec<u8>, ApduError> {
         _ => Err(ApduError::Ber("authentication-value")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glo_tags_and_invoke_ids() {
+        assert_eq!(glo_tag_for(1), Some(33));
+        assert_eq!(glo_tag_for(196), Some(204));
+        assert_eq!(glo_tag_for(216), None);
+        assert_eq!(InvokeId::confirmed(0x11), InvokeId(0xC1));
+        assert_eq!(InvokeId(0xC5).id(), 5);
+        for v in 0..=255u8 {
+            assert_eq!(DataAccessResult::from_u8(v).to_u8(), v);
+            assert_eq!(ApplicationContext::from_u8(v).to_u8(), v);
+            assert_eq!(Mechanism::from_u8(v).to_u8(), v);
+        }
+    }
+
+    #[test]
+    fn long_ber_and_axdr_lengths_round_trip() {
+        // A password of 200 bytes and a 300-byte user-information need BER long-form lengths (81 xx, 82 xx xx).
+        let aarq = Apdu::Aarq(Aarq {
+            application_context: ApplicationContext::LogicalName,
+            calling_ap_title: None,
+            mechanism: Some(Mechanism::Lls),
+            calling_authentication_value: Some(vec![b'p'; 200]),
+            user_information: Some(vec![0xAB; 300]),
+        });
+        let bytes = aarq.encode();
+        // 11 context + 4 requirements + 9 mechanism + (3 + 3 + 200) authentication + (4 + 4 + 300) user-information.
+        assert_eq!(&bytes[..4], &[0x60, 0x82, 0x02, 0x1A]);
+        assert_eq!(&bytes[28..34], &[0xAC, 0x81, 0xCB, 0x80, 0x81, 0xC8]);
+        assert_eq!(Apdu::decode(&bytes), Ok(aarq));
+        // A data block of 1000 raw bytes: A-XDR length 82 03 E8.
+        let block = Apdu::GetResponse(GetResponse::WithDataBlock {
+            invoke: InvokeId(0xC1),
+            block: DataBlockG { last_block: false, block_number: 7, result: Ok(vec![0x5A; 1000]) },
+        });
+        let bytes = block.encode();
+        assert_eq!(&bytes[8..12], &[0x00, 0x82, 0x03, 0xE8]);
+        assert_eq!(Apdu::decode(&bytes), Ok(block));
+    }
+
+    #[test]
+    fn initiate_request_options() {
+        let r = InitiateRequest {
+            dedicated_key: Some(vec![0x11; 16]),
+            response_allowed: false,
+            proposed_quality_of_service: Some(-1),
+            proposed_dlms_version: 6,
+            proposed_conformance: Conformance(Conformance::GET | Conformance::GENERAL_PROTECTION),
+            client_max_receive_pdu_size: 0,
+        };
+        let bytes = r.encode();
+        assert_eq!(&bytes[..3], &[0x01, 0x01, 0x10]);
+        assert_eq!(&bytes[19..], &[0x01, 0x00, 0x01, 0xFF, 0x06, 0x5F, 0x1F, 0x04, 0x00, 0x40, 0x00, 0x10, 0x00, 0x00]);
+        assert_eq!(InitiateRequest::decode(&bytes), Ok(r));
+        // response-allowed sent explicitly as TRUE decodes as the default.
+        let explicit = [0x01, 0x00, 0x01, 0x01, 0x00, 0x06, 0x5F, 0x1F, 0x04, 0x00, 0x00, 0x10, 0x00, 0x04, 0x00];
+        assert!(InitiateRequest::decode(&explicit).is_ok_and(|r| r.response_allowed));
+        // Wrong conformance tag, bad OPTIONAL flag, wrong APDU.
+        assert!(InitiateRequest::decode(&[0x01, 0, 0, 0, 6, 0x5F, 0x1E, 4, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(InitiateRequest::decode(&[0x01, 2]).is_err());
+        assert_eq!(InitiateRequest::decode(&[0xD8, 1, 2]), Err(ApduError::UnknownTag(216)));
+    }
+}
