@@ -538,3 +538,32 @@ fn server_reassembles_a_segmented_aarq_written_by_gurux() {
     assert_eq!(&aarq[..2], &[0x60, 0x36]);
     assert_eq!(&aarq[aarq.len() - 5..], &[0x40, 0x1E, 0x5D, 0xFF, 0xFF]); // conformance, max PDU size
 }
+
+#[test]
+fn server_serves_a_segmented_reply_to_gurux_frames() {
+    // Frames written by Gurux.DLMS.Python 1.0.203 (`GXDLMSClient(True, 0x10, 1, NONE, None, HDLC)`): the
+    // SNRM with defaults, `read(GXDLMSData("1.0.96.1.0.255"), 2)`, then `receiverReady()` after each of
+    // our segments. Fed the other way, Gurux's `getData` accepted our UA and reassembled these three
+    // segments into the 300-byte octet-string (checked with the same script).
+    let mut server = HdlcServer::new(SERVER, HdlcParameters::default());
+    let ServerAction::Reply(ua) = server.on_frame(&decode(&unhex("7E A0 07 03 21 93 0F 01 7E"))) else { panic!() };
+    assert_eq!(decode(&ua).info, HdlcParameters::default().encode());
+    let get = unhex("7E A0 19 03 21 10 7F DA E6 E6 00 C0 01 C1 00 01 01 00 60 01 00 FF 02 00 36 21 7E");
+    let ServerAction::Apdu(apdu) = server.on_frame(&decode(&get)) else { panic!() };
+    assert_eq!(apdu, unhex("C0 01 C1 00 01 01 00 60 01 00 FF 02 00"));
+    let mut reply = unhex("C4 01 C1 00 09 82 01 2C");
+    reply.extend((0..300u16).map(|i| i as u8));
+    let mut segments = vec![decode(&server.respond(&reply))];
+    for rr in ["7E A0 07 03 21 31 17 87 7E", "7E A0 07 03 21 51 11 E4 7E"] {
+        let ServerAction::Reply(next) = server.on_frame(&decode(&unhex(rr))) else { panic!() };
+        segments.push(decode(&next));
+    }
+    let controls: Vec<Control> = segments.iter().map(|f| f.control).collect();
+    assert_eq!(
+        controls,
+        [0, 1, 2].map(|ns| Control::I { send_seq: ns, recv_seq: 1, poll: true }),
+        "N(S) counts the segments, N(R) acknowledges the one request"
+    );
+    assert_eq!(segments.iter().map(|f| f.segmented).collect::<Vec<_>>(), [true, true, false]);
+    assert_eq!(segments.iter().map(|f| f.info.len()).sum::<usize>(), 3 + 8 + 300);
+}
