@@ -107,6 +107,8 @@ pub struct Session {
     /// The meter's clock deviation (from its own date-times), once known: range bounds are sent in the
     /// meter's local time.
     deviation: Option<Option<i16>>,
+    /// Set when an HDLC exchange failed half-way: sequence numbers are no longer in step with the meter.
+    broken: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -158,6 +160,7 @@ impl Session {
             scalers: HashMap::new(),
             profiles: HashMap::new(),
             deviation: None,
+            broken: false,
         };
         if config.optical_mode_e {
             session.mode_e().await?;
@@ -250,6 +253,19 @@ impl Session {
 
     /// Sends one APDU and returns the reply APDU (HDLC: all segments both ways; wrapper: one frame).
     async fn transfer(&mut self, apdu: &[u8]) -> Result<Vec<u8>, DlmsError> {
+        if self.broken {
+            return Err(DlmsError::State(
+                "the HDLC link failed during an earlier exchange; close and reopen the session",
+            ));
+        }
+        let result = self.transfer_once(apdu).await;
+        if matches!(self.link, Link::Hdlc(_)) && matches!(result, Err(DlmsError::Link(_) | DlmsError::Hdlc(_))) {
+            self.broken = true;
+        }
+        result
+    }
+
+    async fn transfer_once(&mut self, apdu: &[u8]) -> Result<Vec<u8>, DlmsError> {
         match &mut self.link {
             Link::Wrapper { client, server } => {
                 let (client, server) = (*client, *server);
@@ -305,6 +321,14 @@ impl Session {
                 Progress::Done(outcome) => return Ok(outcome),
             }
         }
+    }
+
+    /// False once an HDLC exchange failed (timeout after the retries, frame reject, sequence error): the
+    /// link's sequence numbers are then out of step with the meter, so every further request fails at once
+    /// with [`DlmsError::State`]; [`Session::close`] still sends the DISC. Open a new session to go on.
+    /// (Over the wrapper a failed exchange leaves the session usable.)
+    pub fn is_usable(&self) -> bool {
+        !self.broken
     }
 
     /// The association (negotiated conformance and PDU size, server system title).
@@ -479,11 +503,13 @@ impl Session {
         self.action(cosem::REMOTE_RECONNECT, Some(Data::Integer(0))).await.map(|_| ())
     }
 
-    /// Releases the association (RLRQ, one attempt; the RLRE is not required) and then the HDLC link
-    /// (DISC, one attempt). Best effort: each step waits at most the session timeout; the error of the
-    /// RLRQ, if any, is returned after the DISC was sent.
+    /// Releases the association (RLRQ, one attempt) and then the HDLC link (DISC, one attempt; its UA or DM
+    /// is not required). Best effort: each step waits at most the session timeout; the error of the
+    /// RLRQ, if any, is returned after the DISC was sent. A session that is no longer usable only sends the
+    /// DISC.
     pub async fn close(mut self) -> Result<(), DlmsError> {
-        let released = self.release().await;
+        // A broken link cannot carry the RLRQ; the error that broke it was reported already.
+        let released = if self.broken { Ok(()) } else { self.release().await };
         self.disconnect_link().await;
         released
     }
@@ -534,6 +560,7 @@ mod tests {
 
     const ENERGY: LogicalName = [1, 0, 1, 8, 0, 255];
     const LOAD_PROFILE: LogicalName = [1, 0, 99, 1, 0, 255];
+    const STUCK: LogicalName = [0, 0, 96, 1, 0, 255];
     const SERVER_TITLE: SystemTitle = *b"AMI\x00\x00\x00\x00\x07";
     const CLIENT_TITLE: SystemTitle = *b"AMIC\x00\x00\x00\x01";
     /// 2024-01-01 00:00:00 UTC: first load profile entry.
@@ -602,6 +629,10 @@ mod tests {
                 Apdu::Rlrq(_) => {
                     self.log.lock().unwrap().released = true;
                     return Apdu::Rlre(Release { reason: Some(0), user_information: None }).encode();
+                }
+                // A stuck object: the meter never answers it.
+                Apdu::GetRequest(GetRequest::Normal { attribute, .. }) if attribute.instance == STUCK => {
+                    return Vec::new();
                 }
                 Apdu::GetRequest(GetRequest::Normal { invoke, attribute, access }) => {
                     self.get(invoke, attribute, access)
@@ -810,6 +841,9 @@ mod tests {
                             ServerAction::Reply(bytes) => bytes,
                             ServerAction::Apdu(apdu) => {
                                 let reply = meter.handle(&apdu);
+                                if reply.is_empty() {
+                                    continue;
+                                }
                                 server.respond(&reply)
                             }
                             ServerAction::Ignore => Vec::new(),
@@ -968,5 +1002,24 @@ mod tests {
         };
         let opened = Session::open(&bus, config(Line::Wrapper, settings), Arc::new(MemoryCounter::new(1))).await;
         assert!(matches!(opened, Err(DlmsError::AuthenticationFailed)), "{opened:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_hdlc_exchange_makes_the_session_unusable_but_close_still_disconnects() {
+        let line = Line::Hdlc { mode_e: false };
+        let (bus, log) = start(line);
+        let mut cfg = config(line, ClientSettings::default());
+        cfg.timeout = Duration::from_millis(200);
+        let mut s = Session::open(&bus, cfg, Arc::new(MemoryCounter::new(1))).await.unwrap();
+        assert!(s.is_usable());
+        let stuck = s.get(AttributeDescriptor { class_id: 1, instance: STUCK, attribute: 2 }, None).await;
+        assert!(matches!(stuck, Err(DlmsError::Link(_) | DlmsError::Hdlc(_))), "{stuck:?}");
+        assert!(!s.is_usable());
+        let next = s.read_register(ENERGY, 3).await;
+        assert!(matches!(next, Err(DlmsError::State(_))), "{next:?}");
+        let started = std::time::Instant::now();
+        s.close().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(log.lock().unwrap().disconnected_link);
     }
 }
