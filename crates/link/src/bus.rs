@@ -83,6 +83,9 @@ impl Default for BusConfig {
 }
 
 /// One request/response exchange queued on a bus.
+///
+/// To change the line settings (baud rate, parity) right before or after an exchange, queue it with
+/// [`BusHandle::transact_with_line`].
 pub struct Exchange {
     /// Meter id the exchange is for (per-meter counters and logs).
     pub meter: String,

@@ -330,6 +330,10 @@ pub struct HdlcClient {
 impl HdlcClient {
     /// A disconnected session from `client` (a 1-byte SAP, e.g. [`Address::PUBLIC_CLIENT`]) to `server`,
     /// proposing `proposed` in the SNRM.
+    ///
+    /// Addresses are not checked here: a value that does not fit its width (see [`Address::server`]) makes
+    /// every frame this session builds empty (nothing to write) instead of panicking. Build addresses
+    /// with [`Address::client`] / [`Address::server`] from validated configuration.
     pub fn new(client: Address, server: Address, proposed: HdlcParameters) -> Self {
         Self {
             client,
@@ -588,6 +592,10 @@ pub enum ServerAction {
 /// 4-byte forms of the same upper/lower address are accepted) and replies with its address written as the
 /// client wrote it. Frames to the all-stations address are ignored, SNRM included: on a multi-drop line
 /// every meter would answer at once.
+///
+/// Connection: an SNRM from any client (re)starts the connection with that client, resetting sequence
+/// numbers and any half-sent reply. Other clients' frames get DM while it lasts. The inactivity time-out
+/// of IEC 62056-46 is the caller's (it owns the clock): call [`HdlcServer::disconnect`] when it expires.
 #[derive(Debug)]
 pub struct HdlcServer {
     own: Address,
@@ -790,6 +798,13 @@ impl HdlcServer {
         let bytes = self.next_segment(client, me);
         self.last_reply.clone_from(&bytes);
         bytes
+    }
+
+    /// Drops the connection without a frame (inactivity time-out, or the transport closed): the next frame
+    /// from the client other than SNRM gets DM.
+    pub fn disconnect(&mut self) {
+        self.peer = None;
+        self.reset();
     }
 
     /// The client of the current connection (its SAP tells the authentication level).

@@ -567,3 +567,14 @@ fn server_serves_a_segmented_reply_to_gurux_frames() {
     assert_eq!(segments.iter().map(|f| f.segmented).collect::<Vec<_>>(), [true, true, false]);
     assert_eq!(segments.iter().map(|f| f.info.len()).sum::<usize>(), 3 + 8 + 300);
 }
+
+#[test]
+fn after_an_inactivity_disconnect_the_client_gets_dm() {
+    let (mut client, mut server) = connected(HdlcParameters::default(), HdlcParameters::default());
+    server.disconnect();
+    assert!(!server.is_connected());
+    let request = decode(&client.send_apdu(&[0xC0, 0x01]).unwrap());
+    let ServerAction::Reply(dm) = server.on_frame(&request) else { panic!() };
+    assert_eq!(client.on_frame(&decode(&dm)), Err(SessionError::Rejected(Control::DM { poll: true })));
+    assert!(!client.is_connected());
+}
