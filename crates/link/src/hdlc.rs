@@ -405,6 +405,72 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// Checks what can already be checked of a frame whose bytes have not all arrived: opening flag,
+    /// format type and length, addresses, and the HCS as soon as the header and HCS are in `buf`.
+    ///
+    /// `Ok(())` means `buf` may still become a frame (or already is one: use [`Frame::decode`]). An error
+    /// means it never will, without waiting for the length the format field announces: a stream reader
+    /// drops one byte and resynchronises at once instead of buffering up to 2 KiB of noise behind a
+    /// plausible-looking `7E Axx` (IEC 62056-46 puts the HCS in the header for exactly this).
+    pub fn check_prefix(buf: &[u8]) -> Result<(), FrameError> {
+        let skip = buf.iter().take_while(|&&b| b == FLAG).count().saturating_sub(1);
+        let buf = buf.get(skip..).unwrap_or_default();
+        let Some(&first) = buf.first() else {
+            return Ok(());
+        };
+        if first != FLAG {
+            return Err(FrameError::BadFlag(first));
+        }
+        let (Some(&f0), Some(&f1)) = (buf.get(1), buf.get(2)) else {
+            return Ok(());
+        };
+        let format = u16::from_be_bytes([f0, f1]);
+        if format & 0xF000 != FORMAT_TYPE_3 {
+            return Err(FrameError::BadFormat(format));
+        }
+        let len = usize::from(format & 0x07FF);
+        if len < MIN_FRAME_LEN {
+            return Err(FrameError::LengthTooSmall(len));
+        }
+        // Format..FCS as far as it has arrived; `fcs_at` as in `decode`.
+        let body = buf.get(1..).unwrap_or_default();
+        let body = body.get(..len.min(body.len())).unwrap_or_default();
+        let fcs_at = len - 2;
+        let mut at = 2;
+        for _ in 0..2 {
+            let field = body.get(at..fcs_at.min(body.len())).unwrap_or_default();
+            match Address::parse(field) {
+                Ok((_, n)) => at += n,
+                // Not enough bytes yet to tell (fewer than 4 arrived and none ends the address).
+                Err(_) if field.len() < 4 && body.len() < fcs_at => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        if at >= fcs_at {
+            return Err(FrameError::BadAddress);
+        }
+        at += 1; // control
+        let rest = fcs_at - at;
+        match rest {
+            0 => Ok(()),
+            1..=2 => Err(FrameError::BadHeader(rest)),
+            _ => match body.get(at..at + 2) {
+                Some(_) => {
+                    let expected = crc16_x25(body.get(..at).unwrap_or_default());
+                    let actual = le16(body, at);
+                    if expected == actual {
+                        Ok(())
+                    } else {
+                        Err(FrameError::Hcs { expected, actual })
+                    }
+                }
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 /// Little-endian u16 at `at` (0 for missing bytes; callers checked the bounds).
 fn le16(buf: &[u8], at: usize) -> u16 {
     let b = |i: usize| buf.get(i).copied().unwrap_or(0);

@@ -551,7 +551,12 @@ pub struct HdlcMatcher {
 
 impl ReplyMatcher for HdlcMatcher {
     fn check(&self, buf: &[u8]) -> Check {
-        match Frame::decode(buf) {
+        let decoded = Frame::decode(buf).and_then(|d| match d {
+            // Refuse a damaged header (HCS) without waiting for the rest of the frame.
+            None => Frame::check_prefix(buf).map(|()| None),
+            some => Ok(some),
+        });
+        match decoded {
             Ok(None) => Check::Incomplete,
             Ok(Some((frame, used))) => {
                 if same_station(frame.dest, self.client) && same_station(frame.src, self.server) {
@@ -868,8 +873,10 @@ impl Deframer {
                     // Keep the closing flag: it may be the next frame's opening flag.
                     at += used.saturating_sub(1).max(1);
                 }
-                Ok(None) => break,
-                Err(_) => {
+                // A prefix whose header is already wrong (bad address, HCS) will never complete: resync
+                // now rather than wait for the length its format field claims.
+                Ok(None) if Frame::check_prefix(rest).is_ok() => break,
+                Ok(None) | Err(_) => {
                     at += 1;
                     // A lone flag left from the previous frame is not noise.
                     if rest.first() != Some(&FLAG) {

@@ -578,3 +578,39 @@ fn after_an_inactivity_disconnect_the_client_gets_dm() {
     assert_eq!(client.on_frame(&decode(&dm)), Err(SessionError::Rejected(Control::DM { poll: true })));
     assert!(!client.is_connected());
 }
+
+#[test]
+fn a_damaged_header_is_refused_before_the_frame_completes() {
+    let frame = Frame {
+        segmented: false,
+        dest: Address::PUBLIC_CLIENT,
+        src: SERVER,
+        control: Control::I { send_seq: 0, recv_seq: 1, poll: true },
+        info: vec![0xE6, 0xE7, 0x00, 0xC4, 0x01, 0xC1, 0x00, 0x06, 0x00, 0x00, 0x00, 0x2A],
+    }
+    .encode()
+    .unwrap();
+    let mut damaged = frame.clone();
+    damaged[6] ^= 0x01; // HCS low byte
+                        // Header and HCS arrived, the rest not: already refused.
+    assert!(matches!(Frame::check_prefix(&damaged[..9]), Err(ami_link::hdlc::FrameError::Hcs { .. })));
+    let client = HdlcClient::new(Address::PUBLIC_CLIENT, SERVER, HdlcParameters::default());
+    assert!(matches!(client.matcher().check(&damaged[..9]), Check::Corrupt { .. }));
+
+    // Noise that looks like the start of a 2 KiB frame does not hold up the real frame behind it.
+    let mut stream = vec![0x7E, 0xA7, 0xFF, 0x03, 0x21, 0x10, 0x00, 0x00, 0x55];
+    stream.extend_from_slice(&frame);
+    let mut d = Deframer::new();
+    assert_eq!(d.push(&stream), vec![decode(&frame)]);
+    assert_eq!(d.pending(), 1); // the closing flag, kept for a shared-flag successor
+}
+
+proptest! {
+    #[test]
+    fn every_prefix_of_a_valid_frame_passes_the_prefix_check(frame in arb_frame()) {
+        let Ok(bytes) = frame.encode() else { return Ok(()) };
+        for n in 0..=bytes.len() {
+            prop_assert_eq!(Frame::check_prefix(&bytes[..n]), Ok(()), "prefix of {} bytes", n);
+        }
+    }
+}
