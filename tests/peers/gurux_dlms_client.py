@@ -159,15 +159,16 @@ def parse_time(text):
 
 
 def to_datetime(settings, v):
-    """A COSEM date-time as Gurux gives it (GXDateTime or 12 raw bytes) → aware datetime, or None."""
+    """A COSEM date-time as Gurux gives it (GXDateTime or 12 raw bytes) → (aware datetime, whether the meter sent
+    a deviation), or (None, False). Without a deviation the time is taken as UTC."""
     if isinstance(v, (bytes, bytearray)) and len(v) == 12:
         v = _GXCommon.changeType(settings, bytearray(v), DataType.DATETIME)
     if isinstance(v, GXDateTime):
         d = v.value
         if d.tzinfo is None:
-            d = d.replace(tzinfo=datetime.timezone.utc)
-        return d
-    return None
+            return d.replace(tzinfo=datetime.timezone.utc), False
+        return d, True
+    return None, False
 
 
 def plain(v):
@@ -257,10 +258,9 @@ def read_register(link, client, ln, cls):
 def read_clock(link, client):
     clock = GXDLMSClock("0.0.1.0.0.255")
     raw = read_attr(link, client, clock, 2)
-    dt = to_datetime(client.settings, raw)
+    dt, deviation = to_datetime(client.settings, raw)
     if dt is None:
         raise Fail(f"clock time is not a date-time: {raw!r}")
-    deviation = isinstance(raw, GXDateTime) and raw.value.tzinfo is not None
     return {"iso": dt.isoformat(), "unix": int(dt.timestamp()), "deviation": deviation}
 
 
@@ -281,7 +281,7 @@ def read_profile(link, client, ln, start, end):
         row = []
         for (o, co), v in zip(pg.captureObjects, r):
             if o.objectType == ObjectType.CLOCK and co.attributeIndex == 2:
-                dt = to_datetime(client.settings, v)
+                dt, _ = to_datetime(client.settings, v)
                 row.append(int(dt.timestamp()) if dt is not None else plain(v))
             else:
                 row.append(plain(v))
@@ -349,6 +349,8 @@ def main():
     except (ValueError, Fail) as e:
         ap.error(str(e))
 
+    # Gurux prints progress notes ("Encryption is applied.") on stdout: keep stdout for the one JSON object.
+    stdout, sys.stdout = sys.stdout, sys.stderr
     out = {}
     link = None
     try:
@@ -368,12 +370,12 @@ def main():
         if not a.no_release:
             release(link, client, a)
     except Fail as e:
-        print(f"gurux client: {e}", file=sys.stderr)
+        print("gurux client: " + " ".join(str(e).split()), file=sys.stderr)
         return 1
     finally:
         if link:
             link.close()
-    print(json.dumps(out))
+    print(json.dumps(out), file=stdout)
     return 0
 
 
