@@ -10,8 +10,9 @@
 //!
 //! - **Server, repeated I-frame.** An I-frame whose N(S) is the one accepted last (V(R) − 1) and whose
 //!   bytes equal the last accepted frame is a retransmission after our reply was lost: the server does not
-//!   pass the APDU up again, it re-sends its last reply frame (ISO/IEC 13239 §6.11.4.2.1 lets the secondary
-//!   answer a poll with its last response; DLMS meters behave this way).
+//!   pass the APDU up again, it re-sends its last reply frame. (A strict ISO/IEC 13239 secondary
+//!   would discard the out-of-sequence frame and answer with its current N(R); re-sending the reply gives
+//!   the client what it is waiting for in one turn, and the client ignores it if it had it already.)
 //! - **Server, repeated RR.** An RR whose N(R) does not acknowledge our last segment asks for that segment
 //!   again: it is re-sent.
 //! - **Client, repeated I-frame.** An I-frame with the N(S) received last (V(R) − 1) is a duplicate of a
@@ -19,7 +20,7 @@
 //! - Any other N(S)/N(R) mismatch: the client returns [`SessionError::SequenceError`] (the association is
 //!   lost: disconnect and start over); the server answers FRMR.
 //!
-//! The LLC header (IEC 62056-46 §6.2 / Green Book 8.4.1: `E6 E6 00` client→server, `E6 E7 00`
+//! The LLC header (IEC 62056-46 / Green Book chapter 8, LLC sublayer: `E6 E6 00` client→server, `E6 E7 00`
 //! server→client) is added to outgoing APDUs and checked and stripped from incoming ones here.
 //!
 //! Windows: the negotiated window sizes are reported, and a window larger than 1 from the peer is honoured
@@ -47,17 +48,18 @@ pub const MAX_APDU_LEN: usize = 0x1_0000;
 pub const MAX_INFO_PER_FRAME: usize = MAX_FRAME_LEN - 12;
 
 /// Format identifier and group identifier of the SNRM/UA parameter negotiation field (ISO/IEC 13239
-/// §5.5.3.2: general format `0x81`, HDLC parameter set `0x80`).
+/// parameter negotiation: general format `0x81`, HDLC parameter set `0x80`).
 const PARAM_FORMAT: u8 = 0x81;
 const PARAM_GROUP: u8 = 0x80;
-/// Parameter ids (IEC 62056-46 §6.4.4.4.3.2).
+/// Parameter ids of the negotiation field (IEC 62056-46, information field of SNRM and UA).
 const PARAM_MAX_INFO_TX: u8 = 0x05;
 const PARAM_MAX_INFO_RX: u8 = 0x06;
 const PARAM_WINDOW_TX: u8 = 0x07;
 const PARAM_WINDOW_RX: u8 = 0x08;
 
 /// HDLC link parameters, from the point of view of the side that holds them: `tx` is what this side
-/// sends, `rx` what it receives. Defaults (IEC 62056-46 §6.4.4.4.3.2): 128 bytes each way, window 1.
+/// sends, `rx` what it receives. Defaults (IEC 62056-46, used when SNRM or UA carries no
+/// information field): 128 bytes each way, window 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HdlcParameters {
     /// Largest information field this side sends.
@@ -88,7 +90,7 @@ impl HdlcParameters {
     }
 
     /// The negotiation information field `81 80 len 05 .. 06 .. 07 .. 08 ..` carrying these values (sizes
-    /// in 1 byte when they fit, else 2; windows in 4 bytes, as Green Book 8.4.5.3 example and most meters
+    /// in 1 byte when they fit, else 2; windows in 4 bytes, as the Green Book example and most meters
     /// write them).
     pub fn encode(&self) -> Vec<u8> {
         let mut params = Vec::with_capacity(20);
@@ -700,7 +702,7 @@ impl HdlcServer {
         }
     }
 
-    /// FRMR with its 3-byte information field (ISO/IEC 13239 §5.5.3.4.2): the rejected control field,
+    /// FRMR with its 3-byte information field (ISO/IEC 13239): the rejected control field,
     /// V(S)/V(R), and the reason bits (W 0x01 invalid control, X 0x02 info not permitted, Y 0x04 too long,
     /// Z 0x08 invalid N(R)).
     fn frmr(&self, client: Address, me: Address, frame: &Frame, reason: u8) -> Vec<u8> {
@@ -912,7 +914,7 @@ mod tests {
 
     #[test]
     fn default_parameters_encode_as_the_green_book_example() {
-        // Green Book 8.4.5.3.2 / IEC 62056-46 example: 128 bytes, window 1 each way.
+        // The Green Book chapter 8 / IEC 62056-46 example SNRM information field: 128 bytes, window 1 each way.
         let expected = [
             0x81, 0x80, 0x12, // format, group, group length 18
             0x05, 0x01, 0x80, // max info tx: 1 byte, 128

@@ -1,6 +1,7 @@
 //! IEC 62056-21 mode E: the opening that optical probes (and some RS-485 meters) need before HDLC.
 //!
-//! The sequence (IEC 62056-21 §6.4.5 and Annex E; Green Book chapter 8.3 "direct local connection"):
+//! The sequence (IEC 62056-21 protocol mode E, Annex E "METERING HDLC protocol using protocol mode E";
+//! Green Book chapter 8, direct local connection):
 //!
 //! 1. the client sets the line to 300 baud 7E1 and sends the sign-on [`sign_on`] `/?!CR LF` (or
 //!    `/?ADDRESS!CR LF`);
@@ -69,7 +70,7 @@ pub fn sign_on(device_address: Option<&str>) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identification {
     /// Three-letter manufacturer id (FLAG), e.g. `LGZ`. A lower-case third letter means the meter answers
-    /// within 20 ms (IEC 62056-21 §6.3.14 note).
+    /// within 20 ms (IEC 62056-21, identification message).
     pub manufacturer: String,
     /// The baud rate character `Z` ([`baud_rate`] maps it).
     pub baud_char: u8,
@@ -113,7 +114,7 @@ pub fn parse_identification(buf: &[u8]) -> Result<Identification, ModeEError> {
 }
 
 /// The baud rate of a mode C/E baud rate character: `0` 300, `1` 600, `2` 1200, `3` 2400, `4` 4800,
-/// `5` 9600, `6` 19200 (IEC 62056-21 §6.3.14). Other characters (mode B letters, reserved digits): `None`.
+/// `5` 9600, `6` 19200 (IEC 62056-21 mode C/E baud rate table). Other characters (mode B letters, reserved digits): `None`.
 pub fn baud_rate(baud_char: u8) -> Option<u32> {
     match baud_char {
         b'0' => Some(300),
