@@ -22,7 +22,7 @@ combined address, or the destination wPort with --framing wrapper).
 --auth none | low (LLS, --password) | high-gmac (HLS mechanism 5 with glo-ciphering, --block-key, --auth-key,
 --system-title; authenticated and encrypted APDUs).
 Errors: exit status 1 (2 for bad arguments) and one line on stderr naming the step that failed. --trace prints every
-frame in hex on stderr.
+frame in hex on stderr. --max-pdu makes the meter answer long reads in GET data blocks.
 """
 import argparse
 import contextlib
@@ -208,6 +208,7 @@ def build_client(a):
             raise Fail("--system-title must be 8 bytes, --block-key and --auth-key 16 bytes (hex)")
     else:
         client = GXDLMSClient(True, a.client_address, server, auth, password, framing)
+    client.maxReceivePDUSize = a.max_pdu
     return client
 
 
@@ -315,6 +316,7 @@ def main():
     ap.add_argument("--auth-key")
     ap.add_argument("--system-title", help="the client's system title, 8 bytes hex")
     ap.add_argument("--invocation-counter", type=int, default=1)
+    ap.add_argument("--max-pdu", type=int, default=0xFFFF, help="client max receive PDU size (small: GET blocks)")
     ap.add_argument("--read", action="append", default=[], metavar="OBIS:CLASS")
     ap.add_argument("--clock", action="store_true")
     ap.add_argument("--profile", metavar="OBIS")

@@ -262,6 +262,43 @@ async fn gurux_reads_over_the_wrapper_with_hls_gmac_and_ciphering() {
     reads_everything(DlmsFraming::Wrapper, Auth::HighGmac).await;
 }
 
+/// Yesterday's 96 entries (UTC day), ciphered, with a client max PDU of 256 bytes: the meter answers in GET
+/// data blocks and Gurux reassembles them; every entry carries the model's values.
+async fn reads_a_day_in_blocks(framing: DlmsFraming) {
+    let day = meter().now().div_euclid(86_400) * 86_400 - 86_400;
+    let g = Gurux::new(framing, Auth::HighGmac)
+        .arg("--max-pdu")
+        .arg("256")
+        .arg("--profile")
+        .arg("1-0:99.1.0")
+        .arg("--from")
+        .arg(iso(day))
+        .arg("--to")
+        .arg(iso(day + 86_399));
+    let (meter, _, _, out) = run(framing, g).await;
+    let out = success(&out);
+    let rows = out.at("profile").at("rows").arr();
+    assert_eq!(rows.len(), 96);
+    for (i, row) in rows.iter().enumerate() {
+        let t = day + i as i64 * PERIOD;
+        let (import, export) = meter.register_values(t);
+        let r = row.arr();
+        assert_eq!((r[0].i64(), r[1].i64(), r[2].i64()), (t, i64::from(import), i64::from(export)), "row {i}");
+    }
+    let s = meter.stats();
+    assert!(s.blocks_sent >= 8, "a 96-entry buffer in 256-byte PDUs needs several blocks: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gurux_reads_a_day_of_load_profile_in_ciphered_blocks_over_hdlc() {
+    reads_a_day_in_blocks(DlmsFraming::Hdlc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gurux_reads_a_day_of_load_profile_in_ciphered_blocks_over_the_wrapper() {
+    reads_a_day_in_blocks(DlmsFraming::Wrapper).await;
+}
+
 /// The script failed with a message, and the meter counted the refusal and accepted no association.
 fn refused(meter: &DlmsMeter, out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
