@@ -17,7 +17,7 @@ use ami_protocols::dlms::cosem;
 use ami_protocols::dlms::security::Keys;
 use ami_protocols::dlms::session::{Framing, Session, SessionConfig};
 use ami_sim::dlms::{
-    serve_stream, spawn_tcp, DlmsFraming, DlmsMeter, DlmsMeterSpec, DEFAULT_AUTHENTICATION_KEY,
+    serve_stream, spawn_tcp, DlmsFaults, DlmsFraming, DlmsMeter, DlmsMeterSpec, DEFAULT_AUTHENTICATION_KEY,
     DEFAULT_BLOCK_CIPHER_KEY, SAP_HLS, SAP_LLS, SAP_PUBLIC,
 };
 use rand::rngs::StdRng;
@@ -420,4 +420,33 @@ async fn random_bytes_never_break_the_server() {
         assert!(!server.is_finished());
         server.abort();
     }
+}
+
+#[tokio::test]
+async fn dropped_hdlc_replies_are_recovered_by_retransmission_and_delay_is_applied() {
+    let spec = DlmsMeterSpec::default();
+    let meter = DlmsMeter::new(spec.clone());
+    meter.set_faults(DlmsFaults { delay: Duration::from_millis(20), drop_every_nth: Some(3) });
+    let (addr, server) = spawn_tcp("127.0.0.1:0", meter.clone(), DlmsFraming::Hdlc).await.unwrap();
+    let bus = bus(addr).await;
+    let cfg = SessionConfig {
+        timeout: Duration::from_millis(300),
+        retries: 2,
+        ..config(framing(DlmsFraming::Hdlc, SAP_LLS, &spec), settings(SAP_LLS, b"00000000"))
+    };
+    let started = std::time::Instant::now();
+    let mut session = Session::open(&bus, cfg, Arc::new(MemoryCounter::new(1))).await.unwrap();
+    for _ in 0..4 {
+        let (wh, _) = session.read_register(IMPORT, 3).await.unwrap();
+        let now = meter.now();
+        assert!((wh - meter.energy_import_wh(now)).abs() <= interval_energy(&meter, now));
+    }
+    // The release may lose its reply (it is not retried); the readings above are what matters.
+    let _ = session.close().await;
+    let stats = meter.stats();
+    assert!(stats.dropped >= 2, "{stats:?}");
+    assert_eq!(stats.associations, 1, "a retransmitted AARQ is answered again, not re-associated: {stats:?}");
+    // SNRM, AARQ, 2 × (scaler, value) at least, each 20 ms late, plus the retries' timeouts.
+    assert!(started.elapsed() >= Duration::from_millis(300 + 6 * 20));
+    server.abort();
 }

@@ -292,7 +292,8 @@ impl DlmsMeter {
         self.state().clock_offset_s
     }
 
-    /// Replaces the fault injection of connections opened from now on.
+    /// Replaces the fault injection: the drop rate of connections opened from now on, the reply delay of
+    /// servers started from now on ([`serve_tcp`], [`serve_stream`], …).
     pub fn set_faults(&self, faults: DlmsFaults) {
         self.state().faults = faults;
     }

@@ -375,10 +375,11 @@ pub(crate) fn get(
         ),
         (Kind::LoadProfile, 4) => Data::DoubleLongUnsigned(meter.period_s()),
         (Kind::LoadProfile, 5) => Data::Enum(1),
+        // sort_object: the clock column (entries are in time order; some clients restrict ranges on it).
         (Kind::LoadProfile, 6) => Data::Structure(vec![
-            Data::LongUnsigned(0),
-            Data::OctetString(vec![0; 6]),
-            Data::Integer(0),
+            Data::LongUnsigned(8),
+            Data::OctetString(PROFILE_COLUMNS[0].1.to_vec()),
+            Data::Integer(2),
             Data::LongUnsigned(0),
         ]),
         (Kind::LoadProfile, _) => Data::DoubleLongUnsigned(meter.profile_entries()),
@@ -458,7 +459,10 @@ fn profile_buffer(meter: &DlmsMeter, now: i64, access: Option<&SelectiveAccess>)
                 [r, f, t] | [r, f, t, _] => (r, f, t),
                 _ => return Err(DataAccessResult::TypeUnmatched),
             };
-            let restricting = column_of(restricting).ok_or(DataAccessResult::TypeUnmatched)?;
+            // An empty restricting object (class 0, as a client copies an unset sort_object) means the
+            // clock column.
+            let unset = matches!(restricting, Data::Structure(f) if f.first().and_then(cosem::data_to_i64) == Some(0));
+            let restricting = if unset { 0 } else { column_of(restricting).ok_or(DataAccessResult::TypeUnmatched)? };
             if restricting != 0 {
                 // Only the clock column orders the buffer.
                 return Err(DataAccessResult::ReadWriteDenied);
@@ -724,6 +728,29 @@ mod tests {
         let Ok(Value::Rows(rows)) = get(&c, 7, &LOAD_PROFILE, 2, Some(&by_entry)) else { panic!() };
         assert_eq!((rows.count, rows.columns.clone()), (2, vec![1]));
         assert_eq!(rows.first, meter.profile_span(now).0);
+        // A client that copies an unset sort_object (class 0) as the restricting object gets the clock.
+        let mut unset = cosem::range_access(day, day + 3599, Some(0));
+        if let Data::Structure(p) = &mut unset.parameters {
+            p[0] = Data::Structure(vec![
+                Data::LongUnsigned(0),
+                Data::OctetString(vec![0; 6]),
+                Data::Integer(0),
+                Data::LongUnsigned(0),
+            ]);
+        }
+        let Ok(Value::Rows(rows)) = get(&c, 7, &LOAD_PROFILE, 2, Some(&unset)) else { panic!() };
+        assert_eq!((rows.first, rows.count), (day, 4));
+        // Restricting on a value column is refused.
+        let mut on_value = cosem::range_access(day, day + 3599, Some(0));
+        if let Data::Structure(p) = &mut on_value.parameters {
+            p[0] = Data::Structure(vec![
+                Data::LongUnsigned(3),
+                Data::OctetString(vec![1, 0, 1, 8, 0, 255]),
+                Data::Integer(2),
+                Data::LongUnsigned(0),
+            ]);
+        }
+        assert_eq!(get(&c, 7, &LOAD_PROFILE, 2, Some(&on_value)), Err(DataAccessResult::ReadWriteDenied));
         // Range outside the history: empty.
         let access = cosem::range_access(0, 1000, Some(0));
         let Ok(Value::Rows(rows)) = get(&c, 7, &LOAD_PROFILE, 2, Some(&access)) else { panic!() };
