@@ -1246,4 +1246,28 @@ mod tests {
         .encode();
         assert!(matches!(a.on_response(&mut pending, &block), Err(DlmsError::Unexpected(_))));
     }
+
+    proptest::proptest! {
+        /// No reply bytes panic the association, in any state, plain or ciphered.
+        #[test]
+        fn arbitrary_replies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), cipher in proptest::prelude::any::<bool>()) {
+            let settings = if cipher { ciphered_settings(Authentication::HighGmac) } else { ClientSettings::default() };
+            let mut a = Association::new(settings, Arc::new(MemoryCounter::new(0)));
+            a.aarq().unwrap();
+            let _ = a.on_aare(&bytes);
+            let _ = a.on_hls_reply(&bytes);
+            let mut a = associated();
+            let (_, mut pending) = a.get(ENERGY, None).unwrap();
+            let _ = a.on_response(&mut pending, &bytes);
+            let (_, mut pending) = a.get_list(vec![(ENERGY, None), (CLOCK, None)]).unwrap();
+            // A first block that announces more, then the arbitrary bytes as the raw data of the last one.
+            let first = hex(&format!("C402C{:X} 00 00000001 00 01 02", pending.invoke_id()));
+            let _ = a.on_response(&mut pending, &first);
+            let mut last = hex(&format!("C402C{:X} 01 00000002 00", pending.invoke_id()));
+            crate::dlms::axdr::encode_length(bytes.len(), &mut last);
+            last.extend_from_slice(&bytes);
+            let _ = a.on_response(&mut pending, &last);
+            let _ = a.on_release_response(&bytes);
+        }
+    }
 }

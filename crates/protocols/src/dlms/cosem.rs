@@ -680,4 +680,20 @@ mod tests {
         assert_eq!(p[1], Data::OctetString(vec![0x07, 0xE5, 1, 1, 0xFF, 1, 0, 0, 0, 0xFF, 0xC4, 0]));
         assert_eq!(p[3], Data::Array(vec![]));
     }
+
+    proptest::proptest! {
+        /// Unix → date-time → Unix is the identity for every second of years 1 to 9999 and every deviation.
+        #[test]
+        fn unix_datetime_round_trip(t in -62_135_596_800i64..253_402_300_799, dev in proptest::option::of(-720i16..=720)) {
+            let dt = unix_to_datetime(t, dev);
+            proptest::prop_assert_eq!(datetime_to_unix(&dt), Some(t));
+            proptest::prop_assert_eq!(DateTime::from_bytes(&dt.to_bytes()), Some(dt));
+        }
+
+        /// Any 12 bytes a meter sends as a date-time are taken or refused, never a panic.
+        #[test]
+        fn any_datetime_bytes_are_safe(b in proptest::prelude::any::<[u8; 12]>()) {
+            let _ = data_to_unix(&Data::OctetString(b.to_vec()));
+        }
+    }
 }
