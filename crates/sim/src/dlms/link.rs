@@ -269,3 +269,154 @@ impl SimSession for DlmsSession {
         &self.peer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ami_link::hdlc_session::{Action, HdlcClient};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::super::DlmsMeterSpec;
+    use super::*;
+
+    fn session(framing: DlmsFraming, mode_e: bool) -> (DlmsMeter, DlmsSession) {
+        let meter = DlmsMeter::new(DlmsMeterSpec::for_serial(42));
+        let s = DlmsSession::new(meter.clone(), framing, mode_e, "test".into());
+        (meter, s)
+    }
+
+    /// Feeds `bytes` and returns the frames written back, decoded.
+    fn feed(s: &mut DlmsSession, bytes: &[u8]) -> Vec<Frame> {
+        s.input(bytes);
+        std::iter::from_fn(|| s.poll_transmit())
+            .filter_map(|b| Frame::decode(&b).ok().flatten().map(|(f, _)| f))
+            .collect()
+    }
+
+    fn associate(s: &mut DlmsSession, server: Address) -> HdlcClient {
+        let mut client = HdlcClient::new(Address::client(0x10), server, HdlcParameters::default());
+        let ua = feed(s, &client.snrm());
+        assert_eq!(ua.len(), 1, "no UA to {server:?}");
+        assert_eq!(ua[0].src, server, "the reply comes from the address as the client wrote it");
+        client.on_ua(&ua[0]).unwrap();
+        let aarq = ami_protocols::dlms::apdu::Apdu::Aarq(ami_protocols::dlms::apdu::Aarq {
+            application_context: ami_protocols::dlms::apdu::ApplicationContext::LogicalName,
+            calling_ap_title: None,
+            mechanism: None,
+            calling_authentication_value: None,
+            user_information: Some(
+                ami_protocols::dlms::apdu::InitiateRequest {
+                    dedicated_key: None,
+                    response_allowed: true,
+                    proposed_quality_of_service: None,
+                    proposed_dlms_version: 6,
+                    proposed_conformance: ami_protocols::dlms::apdu::Conformance(0x00_1E_1D),
+                    client_max_receive_pdu_size: 0xFFFF,
+                }
+                .encode(),
+            ),
+        })
+        .encode();
+        let mut frames = feed(s, &client.send_apdu(&aarq).unwrap());
+        loop {
+            let frame = frames.pop().expect("a reply frame");
+            match client.on_frame(&frame).unwrap() {
+                Action::Apdu(aare) => {
+                    assert_eq!(aare.first(), Some(&0x61));
+                    return client;
+                }
+                Action::Send(rr) => frames = feed(s, &rr),
+                Action::Ignore => {}
+            }
+        }
+    }
+
+    #[test]
+    fn every_address_width_of_the_meter_is_answered_and_others_are_not() {
+        // Serial 42: physical address 0x10 + 42 = 0x3A.
+        for server in [Address::One(1), Address::Two { upper: 1, lower: 0x3A }, Address::Four { upper: 1, lower: 0x3A }]
+        {
+            let (meter, mut s) = session(DlmsFraming::Hdlc, false);
+            associate(&mut s, server);
+            assert_eq!(meter.stats().associations, 1);
+        }
+        let (_, mut s) = session(DlmsFraming::Hdlc, false);
+        for other in [Address::One(2), Address::Two { upper: 1, lower: 0x3B }, Address::ALL_STATIONS] {
+            let mut client = HdlcClient::new(Address::client(0x10), other, HdlcParameters::default());
+            assert!(feed(&mut s, &client.snrm()).is_empty(), "{other:?} answered");
+        }
+    }
+
+    #[test]
+    fn wrapper_frames_to_another_wport_are_ignored() {
+        let (_, mut s) = session(DlmsFraming::Wrapper, false);
+        let rlrq = ami_protocols::dlms::apdu::Apdu::Rlrq(Default::default()).encode();
+        s.input(&wrapper::encode(0x10, 2, &rlrq).unwrap());
+        assert!(s.poll_transmit().is_none());
+        s.input(&wrapper::encode(0x10, 1, &rlrq).unwrap());
+        let reply = s.poll_transmit().unwrap();
+        let (header, apdu, _) = wrapper::decode(&reply).unwrap().unwrap();
+        assert_eq!((header.source, header.destination, apdu.first()), (1, 0x10, Some(&0x63)));
+    }
+
+    #[test]
+    fn mode_e_identifies_then_takes_hdlc() {
+        let (_, mut s) = session(DlmsFraming::Hdlc, true);
+        s.input(b"\x00noise/?!\r\n");
+        let ident = s.poll_transmit().unwrap();
+        let id = mode_e::parse_identification(&ident).unwrap();
+        assert_eq!((id.manufacturer.as_str(), id.mode_e, id.ident.as_str()), ("AMI", true, "AMI00000042"));
+        s.input(&mode_e::ack_hdlc(id.baud_char));
+        associate(&mut s, Address::Two { upper: 1, lower: 0x3A });
+        // Without the opening, HDLC straight away.
+        let (_, mut s) = session(DlmsFraming::Hdlc, true);
+        associate(&mut s, Address::One(1));
+    }
+
+    #[test]
+    fn mutated_and_random_input_never_panics_and_the_link_recovers() {
+        let mut rng = StdRng::seed_from_u64(0xD1_5EED);
+        for framing in [DlmsFraming::Hdlc, DlmsFraming::Wrapper] {
+            for mode_e in [false, true] {
+                let (meter, mut s) = session(framing, mode_e);
+                let mut client = HdlcClient::new(Address::client(0x20), Address::One(1), HdlcParameters::default());
+                let seeds: Vec<Vec<u8>> = vec![
+                    client.snrm(),
+                    wrapper::encode(0x20, 1, &[0x60, 0x1D, 0xA1, 0x09, 0x06, 0x07]).unwrap(),
+                    wrapper::encode(0x30, 1, &[0xC0, 0x01, 0xC1, 0x00, 0x08, 0, 0, 1, 0, 0, 255, 2, 0]).unwrap(),
+                    b"/?!\r\n\x06252\r\n".to_vec(),
+                ];
+                for _ in 0..2000 {
+                    let mut bytes = seeds[rng.gen_range(0..seeds.len())].clone();
+                    for _ in 0..rng.gen_range(0..4) {
+                        let at = rng.gen_range(0..bytes.len().max(1));
+                        match rng.gen_range(0..3) {
+                            0 if at < bytes.len() => bytes[at] ^= rng.gen_range(1..=255u8),
+                            1 => bytes.insert(at.min(bytes.len()), rng.gen()),
+                            _ if at < bytes.len() => {
+                                bytes.remove(at);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if rng.gen_bool(0.1) {
+                        bytes = (0..rng.gen_range(0..100)).map(|_| rng.gen()).collect();
+                    }
+                    s.input(&bytes);
+                    while s.poll_transmit().is_some() {}
+                    if rng.gen_bool(0.05) {
+                        s.handle_silence();
+                    }
+                }
+                s.handle_silence();
+                assert!(s.buffered() <= 1);
+                let _ = meter.stats();
+            }
+        }
+        // After noise, a proper client still gets through.
+        let (_, mut s) = session(DlmsFraming::Hdlc, false);
+        s.input(&[0x7E, 0xA0, 0x55, 0x13, 0x7E, 0x00, 0xFF]);
+        s.handle_silence();
+        associate(&mut s, Address::One(1));
+    }
+}
