@@ -26,7 +26,7 @@ use ami_link::hdlc_session::{Action, HdlcClient, HdlcMatcher, HdlcParameters};
 use ami_link::{mode_e, wrapper, BusHandle, Exchange, ReplyMatcher};
 use ami_media::{Parity, SerialSettings};
 
-use super::apdu::{AttributeDescriptor, GetDataResult, LogicalName, MethodDescriptor, SelectiveAccess};
+use super::apdu::{AttributeDescriptor, Conformance, GetDataResult, LogicalName, MethodDescriptor, SelectiveAccess};
 use super::axdr::Data;
 use super::client::{Association, ClientSettings, DlmsError, InvocationCounter, Outcome, Pending, Progress};
 use super::cosem::{
@@ -350,16 +350,36 @@ impl Session {
         }
     }
 
-    /// GET with list: one result per attribute, errors as values.
+    /// Several attributes at once: one result per attribute, in order, a refused attribute as a
+    /// [`GetDataResult::Error`] value. Uses GET with list when the meter negotiated multiple-references,
+    /// in as many requests as its max receive PDU size needs; otherwise one GET per attribute.
     pub async fn get_list(
         &mut self,
         items: Vec<(AttributeDescriptor, Option<SelectiveAccess>)>,
     ) -> Result<Vec<GetDataResult>, DlmsError> {
-        let request = self.association.get_list(items)?;
-        match self.run(request).await? {
-            Outcome::List(results) => Ok(results),
-            other => Err(DlmsError::Unexpected(format!("GET with list ended with {other:?}"))),
+        let negotiated = self.association.negotiated();
+        let multiple = negotiated.is_some_and(|n| n.negotiated_conformance.has(Conformance::MULTIPLE_REFERENCES));
+        let max_pdu = negotiated.map_or(0, |n| usize::from(n.server_max_receive_pdu_size));
+        let mut results = Vec::with_capacity(items.len());
+        if !multiple || items.len() == 1 {
+            for (attribute, access) in items {
+                results.push(match self.get(attribute, access).await {
+                    Ok(data) => GetDataResult::Data(data),
+                    Err(DlmsError::Access(e)) => GetDataResult::Error(e),
+                    Err(e) => return Err(e),
+                });
+            }
+            return Ok(results);
         }
+        for group in list_groups(items, max_pdu) {
+            let n = group.len();
+            let request = self.association.get_list(group)?;
+            match self.run(request).await? {
+                Outcome::List(part) if part.len() == n => results.extend(part),
+                other => return Err(DlmsError::Unexpected(format!("GET with list ended with {other:?}"))),
+            }
+        }
+        Ok(results)
     }
 
     /// SET of one attribute.
@@ -523,6 +543,33 @@ impl Session {
     }
 }
 
+/// Room kept in a request for the GET-with-list header and a glo-ciphering envelope (tag, length, security
+/// control, invocation counter, authentication tag).
+const LIST_OVERHEAD: usize = 32;
+
+/// Splits GET-with-list items into requests that fit the meter's max receive PDU size (0 = no limit).
+fn list_groups(
+    items: Vec<(AttributeDescriptor, Option<SelectiveAccess>)>,
+    max_pdu: usize,
+) -> Vec<Vec<(AttributeDescriptor, Option<SelectiveAccess>)>> {
+    let budget = if max_pdu == 0 { usize::MAX } else { max_pdu.saturating_sub(LIST_OVERHEAD).max(1) };
+    let mut groups: Vec<Vec<_>> = Vec::new();
+    let mut used = 0usize;
+    for item in items {
+        // class (2) + logical name (6) + attribute (1) + access flag (1) [+ selector + parameters].
+        let size = 10 + item.1.as_ref().map_or(0, |a| 1 + a.parameters.to_bytes().len());
+        match groups.last_mut() {
+            Some(group) if used.saturating_add(size) <= budget => group.push(item),
+            _ => {
+                groups.push(vec![item]);
+                used = 0;
+            }
+        }
+        used = used.saturating_add(size);
+    }
+    groups
+}
+
 /// Decodes the one frame a matcher delimited.
 fn decode_frame(bytes: &[u8]) -> Result<Frame, DlmsError> {
     match Frame::decode(bytes) {
@@ -580,6 +627,7 @@ mod tests {
         relay_open: bool,
         clock: i64,
         client_ics: Vec<u32>,
+        lists: usize,
     }
 
     /// A small meter: no auth, LLS or HLS-GMAC; optional ciphering; GET blocks above `max_pdu`.
@@ -590,6 +638,7 @@ mod tests {
         stoc: Vec<u8>,
         server_ic: u32,
         blocks: Option<(Vec<u8>, usize, u32)>,
+        conformance: u32,
         log: Arc<Mutex<Log>>,
     }
 
@@ -603,6 +652,7 @@ mod tests {
                 stoc: b"server-challenge".to_vec(),
                 server_ic: 500,
                 blocks: None,
+                conformance: 0x00_50_1F,
                 log,
             }
         }
@@ -638,6 +688,18 @@ mod tests {
                     self.get(invoke, attribute, access)
                 }
                 Apdu::GetRequest(GetRequest::Next { invoke, block }) => self.next_block(invoke, block),
+                Apdu::GetRequest(GetRequest::WithList { invoke, items }) => {
+                    assert!(request.len() <= self.max_pdu, "request of {} bytes", request.len());
+                    self.log.lock().unwrap().lists += 1;
+                    let results = items
+                        .into_iter()
+                        .map(|(a, access)| match self.get(invoke, a, access) {
+                            Apdu::GetResponse(GetResponse::Normal { result, .. }) => result,
+                            other => panic!("{other:?}"),
+                        })
+                        .collect();
+                    Apdu::GetResponse(GetResponse::WithList { invoke, results })
+                }
                 Apdu::SetRequest(SetRequest::Normal { invoke, attribute, value, .. }) => {
                     let result = match (attribute.class_id, attribute.instance, cosem::data_to_unix(&value)) {
                         (8, CLOCK, Some(t)) => {
@@ -702,7 +764,7 @@ mod tests {
             let initiate = InitiateResponse {
                 negotiated_quality_of_service: None,
                 negotiated_dlms_version: 6,
-                negotiated_conformance: Conformance(0x00_50_1F),
+                negotiated_conformance: Conformance(self.conformance),
                 server_max_receive_pdu_size: self.max_pdu as u16,
                 vaa_name: 7,
             };
@@ -859,9 +921,15 @@ mod tests {
     }
 
     fn start(line: Line) -> (ami_link::BusHandle, Arc<Mutex<Log>>) {
+        start_with(line, |_| {})
+    }
+
+    fn start_with(line: Line, tune: impl FnOnce(&mut Meter)) -> (ami_link::BusHandle, Arc<Mutex<Log>>) {
         let (a, b) = pair();
         let log = Arc::new(Mutex::new(Log::default()));
-        tokio::spawn(serve(b, line, Meter::new(log.clone())));
+        let mut meter = Meter::new(log.clone());
+        tune(&mut meter);
+        tokio::spawn(serve(b, line, meter));
         let bus = Bus::spawn(Box::new(a), BusConfig { id: "loop".into(), ..BusConfig::default() });
         (bus, log)
     }
@@ -1021,5 +1089,53 @@ mod tests {
         s.close().await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(log.lock().unwrap().disconnected_link);
+    }
+
+    #[tokio::test]
+    async fn get_list_splits_by_pdu_size_or_falls_back_to_single_gets() {
+        let items: Vec<_> = (0..40)
+            .map(|i| {
+                let instance = if i % 2 == 0 { ENERGY } else { [1, 0, 2, 8, 0, 255] };
+                (AttributeDescriptor { class_id: 3, instance, attribute: 2 }, None)
+            })
+            .collect();
+        let check = |results: Vec<GetDataResult>| {
+            assert_eq!(results.len(), 40);
+            for (i, r) in results.iter().enumerate() {
+                let want = if i % 2 == 0 {
+                    GetDataResult::Data(Data::DoubleLongUnsigned(123_456))
+                } else {
+                    GetDataResult::Error(DataAccessResult::ObjectUndefined)
+                };
+                assert_eq!(r, &want, "item {i}");
+            }
+        };
+        for ciphered in [false, true] {
+            // multiple-references negotiated: 40 items × 10 bytes do not fit 256 bytes, so 2 lists.
+            let (bus, log) = start_with(Line::Wrapper, |m| m.conformance = 0x00_52_1F);
+            let settings = if ciphered {
+                ClientSettings {
+                    authentication: Authentication::HighGmac,
+                    ciphering: Some(Ciphering::new(keys(), CLIENT_TITLE)),
+                    ..ClientSettings::default()
+                }
+            } else {
+                ClientSettings::default()
+            };
+            let mut s =
+                Session::open(&bus, config(Line::Wrapper, settings), Arc::new(MemoryCounter::new(1))).await.unwrap();
+            check(s.get_list(items.clone()).await.unwrap());
+            assert_eq!(log.lock().unwrap().lists, 2);
+            assert_eq!(log.lock().unwrap().gets.len(), 40);
+        }
+        // Without multiple-references: one GET each.
+        let (bus, log) = start(Line::Wrapper);
+        let mut s =
+            Session::open(&bus, config(Line::Wrapper, ClientSettings::default()), Arc::new(MemoryCounter::new(1)))
+                .await
+                .unwrap();
+        check(s.get_list(items).await.unwrap());
+        assert_eq!(log.lock().unwrap().lists, 0);
+        assert_eq!(log.lock().unwrap().gets.len(), 40);
     }
 }
