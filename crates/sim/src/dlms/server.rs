@@ -310,13 +310,14 @@ impl AppServer {
     }
 
     /// Deciphers a glo-ciphered or general-glo-ciphered APDU from `title` and checks its invocation
-    /// counter; returns the plain APDU and the security control byte. Failures are counted.
-    fn open_envelope(&self, title: SystemTitle, bytes: &[u8]) -> Result<(Vec<u8>, u8), Vec<u8>> {
+    /// counter; returns the plain APDU and the security control byte. Refusals are counted here; the
+    /// service error to answer with (deciphering-error or invocation-counter-error) is returned.
+    fn open_envelope(&self, title: SystemTitle, bytes: &[u8]) -> Result<(Vec<u8>, u8), u8> {
         let envelope = Apdu::decode(bytes).map_err(|_| self.deciphering_error())?;
         self.open(title, &envelope)
     }
 
-    fn open(&self, title: SystemTitle, envelope: &Apdu) -> Result<(Vec<u8>, u8), Vec<u8>> {
+    fn open(&self, title: SystemTitle, envelope: &Apdu) -> Result<(Vec<u8>, u8), u8> {
         let sc = match envelope {
             Apdu::GloCiphered(g) => g.security_control,
             Apdu::GeneralGloCiphering(g) => g.security_control,
@@ -329,17 +330,17 @@ impl AppServer {
                 s.replayed_counters = s.replayed_counters.saturating_add(1);
                 s.rejected = s.rejected.saturating_add(1);
             });
-            return Err(self.exception(exception::SERVICE_NOT_ALLOWED, exception::INVOCATION_COUNTER_ERROR));
+            return Err(exception::INVOCATION_COUNTER_ERROR);
         }
         Ok((plain, sc))
     }
 
-    fn deciphering_error(&self) -> Vec<u8> {
+    fn deciphering_error(&self) -> u8 {
         self.meter.count(|s| {
             s.deciphering_errors = s.deciphering_errors.saturating_add(1);
             s.rejected = s.rejected.saturating_add(1);
         });
-        self.exception(exception::SERVICE_NOT_ALLOWED, exception::DECIPHERING_ERROR)
+        exception::DECIPHERING_ERROR
     }
 
     fn ciphered(&mut self, envelope: &Apdu) -> Vec<u8> {
@@ -348,7 +349,7 @@ impl AppServer {
         };
         let (plain, sc) = match self.open(title, envelope) {
             Ok(p) => p,
-            Err(reply) => return reply,
+            Err(service_error) => return self.exception(exception::SERVICE_NOT_ALLOWED, service_error),
         };
         let kind =
             if matches!(envelope, Apdu::GeneralGloCiphering(_)) { Envelope::General(sc) } else { Envelope::Glo(sc) };
@@ -781,6 +782,40 @@ mod tests {
         ));
         let stats = meter.stats();
         assert_eq!((stats.associations, stats.replayed_counters, stats.deciphering_errors), (1, 1, 1));
+    }
+
+    #[test]
+    fn general_glo_ciphering_is_answered_in_kind_and_a_bad_initiate_is_an_authentication_failure() {
+        let meter = DlmsMeter::new(DlmsMeterSpec::default());
+        let keys = meter.spec().keys.clone();
+        let server_title = meter.spec().system_title;
+        let mut server = AppServer::new(meter.clone(), 3);
+        // An InitiateRequest ciphered with another key: refused, counted, no exception response.
+        let other = ami_protocols::dlms::security::Keys { block_cipher_key: [9; 16], ..keys.clone() };
+        let ui = security::wrap(&other, 0x30, &CLIENT_TITLE, 1, &initiate(256)).unwrap();
+        let a = aare(&server.handle(SAP_HLS, &aarq(Some(Mechanism::HlsGmac), Some(b"CHALLENGE"), ui, true)).unwrap());
+        assert_eq!((a.result, a.diagnostic), (1, SourceDiagnostic::User(13)));
+        assert_eq!((meter.stats().deciphering_errors, meter.stats().exceptions), (1, 0));
+        // LLS with ciphering (SAP 0x20 may cipher too), then a general-glo-ciphering GET.
+        let ui = security::wrap(&keys, 0x30, &CLIENT_TITLE, 2, &initiate(256)).unwrap();
+        let a = aare(&server.handle(SAP_LLS, &aarq(Some(Mechanism::Lls), Some(b"00000000"), ui, true)).unwrap());
+        assert_eq!(a.result, 0);
+        let payload = security::protect(&keys, 0x30, &CLIENT_TITLE, 3, &get_clock(1)).unwrap();
+        let request = Apdu::GeneralGloCiphering(GeneralGloCiphering {
+            system_title: CLIENT_TITLE.to_vec(),
+            security_control: 0x30,
+            invocation_counter: 3,
+            payload,
+        })
+        .encode();
+        let reply = Apdu::decode(&server.handle(SAP_LLS, &request).unwrap()).unwrap();
+        let Apdu::GeneralGloCiphering(g) = &reply else { panic!("{reply:?}") };
+        assert_eq!(g.system_title, server_title.to_vec());
+        let (_, plain) = security::unwrap(&keys, &server_title, &reply).unwrap();
+        assert!(matches!(
+            Apdu::decode(&plain),
+            Ok(Apdu::GetResponse(GetResponse::Normal { result: GetDataResult::Data(Data::OctetString(_)), .. }))
+        ));
     }
 
     #[test]
