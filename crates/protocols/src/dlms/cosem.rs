@@ -303,6 +303,12 @@ fn days_in_month(y: i64, m: u8) -> u8 {
 /// taken as UTC. Seconds and hundredths not specified (`0xFF`) count as 0; `None` when the year, month, day,
 /// hour or minute is not specified or out of range (including the DST/last-day wildcards).
 pub fn datetime_to_unix(dt: &DateTime) -> Option<i64> {
+    datetime_to_unix_or(dt, None)
+}
+
+/// Like [`datetime_to_unix`], with `default_deviation` for a date-time whose deviation is not specified
+/// (e.g. the deviation of the meter's clock, for profile entries stamped without one).
+pub fn datetime_to_unix_or(dt: &DateTime, default_deviation: Option<i16>) -> Option<i64> {
     let Date { year, month, day, .. } = dt.date;
     let Time { hour, minute, second, .. } = dt.time;
     if year == YEAR_NOT_SPECIFIED || !(1..=12).contains(&month) || hour > 23 || minute > 59 {
@@ -321,7 +327,7 @@ pub fn datetime_to_unix(dt: &DateTime) -> Option<i64> {
         + i64::from(hour) * 3600
         + i64::from(minute) * 60
         + i64::from(second);
-    Some(local + dt.deviation().map_or(0, |d| i64::from(d) * 60))
+    Some(local + dt.deviation().or(default_deviation).map_or(0, |d| i64::from(d) * 60))
 }
 
 /// The COSEM date-time of Unix time `secs`, as local time with `deviation` minutes (`UTC = local +
@@ -478,6 +484,17 @@ pub fn profile_rows(
     columns: &[CaptureObject],
     period_s: Option<u32>,
 ) -> Result<Vec<ProfileRow>, DlmsError> {
+    profile_rows_or(buffer, columns, period_s, None)
+}
+
+/// Like [`profile_rows`], taking entry times without a deviation as local time with `default_deviation`
+/// (see [`datetime_to_unix_or`]).
+pub fn profile_rows_or(
+    buffer: &Data,
+    columns: &[CaptureObject],
+    period_s: Option<u32>,
+    default_deviation: Option<i16>,
+) -> Result<Vec<ProfileRow>, DlmsError> {
     let entries = match buffer {
         Data::Array(entries) => entries,
         Data::Null => return Ok(Vec::new()),
@@ -503,7 +520,7 @@ pub fn profile_rows(
         }
         let time = match time_col.and_then(|c| fields.get(c)) {
             Some(Data::Null) => previous.zip(period).map(|(p, d)| p + d),
-            Some(field) => data_to_unix(field),
+            Some(field) => data_to_datetime(field).and_then(|dt| datetime_to_unix_or(&dt, default_deviation)),
             None => None,
         };
         previous = time;
@@ -594,6 +611,12 @@ mod tests {
         assert_eq!(datetime_to_unix(&dt(0xFFFF, 1, 1, 0, 0, 0, 0)), None);
         assert_eq!(datetime_to_unix(&dt(2021, 1, 0xFE, 0, 0, 0, 0)), None);
         assert_eq!(datetime_to_unix(&dt(2021, 1, 1, 0xFF, 0, 0, 0)), None);
+        // A deviation not specified takes the default when one is given.
+        assert_eq!(
+            datetime_to_unix_or(&dt(2021, 1, 1, 1, 0, 0, DEVIATION_NOT_SPECIFIED), Some(-60)),
+            Some(1_609_459_200)
+        );
+        assert_eq!(datetime_to_unix_or(&dt(2021, 1, 1, 1, 0, 0, 0), Some(-60)), Some(1_609_462_800));
         // Seconds not specified count as 0.
         assert_eq!(datetime_to_unix(&dt(2021, 1, 1, 0, 0, 0xFF, 0)), Some(1_609_459_200));
 

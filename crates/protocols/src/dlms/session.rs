@@ -493,7 +493,8 @@ impl Session {
 
     /// Reads the entries of profile generic `ln` from `from_unix` to `to_unix` (selective access by range
     /// on its clock column, bounds in the meter's local time): the rows the meter returns, with their own
-    /// timestamps (null-data timestamps filled from the capture period).
+    /// timestamps (null-data timestamps filled from the capture period; timestamps without a deviation taken
+    /// with the deviation of the meter's clock).
     pub async fn read_profile(&mut self, ln: LogicalName, from_unix: i64, to_unix: i64) -> Result<Profile, DlmsError> {
         let (columns, period_s) = self.profile_columns(ln).await?;
         let deviation = self.meter_deviation().await;
@@ -509,7 +510,8 @@ impl Session {
                 Some(access),
             )
             .await?;
-        let rows = cosem::profile_rows(&buffer, &columns, period_s)?;
+        // Entries stamped without a deviation are in the meter's local time: take its clock's deviation.
+        let rows = cosem::profile_rows_or(&buffer, &columns, period_s, deviation)?;
         Ok(Profile { columns, period_s, rows })
     }
 
