@@ -15,6 +15,9 @@
 //!   the client what it is waiting for in one turn, and the client ignores it if it had it already.)
 //! - **Server, repeated RR.** An RR whose N(R) does not acknowledge our last segment asks for that segment
 //!   again: it is re-sent.
+//! - **Client, RR instead of the reply.** An RR acknowledging our whole request while we wait for the
+//!   reply (what a strict secondary sends to a repeated frame) is answered with an RR poll, at most 3
+//!   times in a row; an RR asking for our last frame again gets it again.
 //! - **Client, repeated I-frame.** An I-frame with the N(S) received last (V(R) − 1) is a duplicate of a
 //!   segment already taken: [`Action::Ignore`].
 //! - Any other N(S)/N(R) mismatch: the client returns [`SessionError::SequenceError`] (the association is
@@ -327,7 +330,12 @@ pub struct HdlcClient {
     received_any: bool,
     out: Outgoing,
     rx: Vec<u8>,
+    /// RR polls sent since the last I-frame received (bounded by [`MAX_POLLS`]).
+    polls: u8,
 }
+
+/// How many times in a row the client polls with RR a server that answers its request with RR only.
+const MAX_POLLS: u8 = 3;
 
 impl HdlcClient {
     /// A disconnected session from `client` (a 1-byte SAP, e.g. [`Address::PUBLIC_CLIENT`]) to `server`,
@@ -348,6 +356,7 @@ impl HdlcClient {
             received_any: false,
             out: Outgoing::default(),
             rx: Vec::new(),
+            polls: 0,
         }
     }
 
@@ -361,6 +370,7 @@ impl HdlcClient {
         self.received_any = false;
         self.out = Outgoing::default();
         self.rx.clear();
+        self.polls = 0;
     }
 
     /// The SNRM frame (poll bit set) with the proposed parameters; resets the sequence numbers.
@@ -429,6 +439,7 @@ impl HdlcClient {
         data.extend_from_slice(apdu);
         self.out = Outgoing { data, at: 0, last: Vec::new() };
         self.rx.clear();
+        self.polls = 0;
         Ok(self.next_segment())
     }
 
@@ -479,6 +490,7 @@ impl HdlcClient {
         }
         self.recv_seq = next(self.recv_seq);
         self.received_any = true;
+        self.polls = 0;
         reassemble(&mut self.rx, &frame.info)?;
         if frame.segmented {
             if !poll {
@@ -492,17 +504,27 @@ impl HdlcClient {
     }
 
     fn on_receive_ready(&mut self, control: Control, nr: u8) -> Result<Action, SessionError> {
-        if !self.out.pending() {
-            return Err(SessionError::UnexpectedFrame { control, state: "no segment to acknowledge" });
+        if self.out.pending() && nr == self.send_seq {
+            return Ok(Action::Send(self.next_segment()));
+        }
+        if self.out.last.is_empty() {
+            return Err(SessionError::UnexpectedFrame { control, state: "no frame of ours to acknowledge" });
+        }
+        if nr == prev(self.send_seq) {
+            // The server did not get our last frame: send it again.
+            return Ok(Action::Send(self.out.last.clone()));
         }
         if nr == self.send_seq {
-            Ok(Action::Send(self.next_segment()))
-        } else if nr == prev(self.send_seq) && !self.out.last.is_empty() {
-            // The server did not get our last segment: send it again.
-            Ok(Action::Send(self.out.last.clone()))
-        } else {
-            Err(self.sequence_error(control))
+            // The server has our whole request but answers RR instead of its reply (a strict ISO/IEC 13239
+            // secondary does so to a repeated frame): poll it for its I-frames, a bounded number of times.
+            self.polls = self.polls.saturating_add(1);
+            if self.polls > MAX_POLLS {
+                return Err(SessionError::UnexpectedFrame { control, state: "polled for the reply, still only RR" });
+            }
+            let rr = self.frame(Control::RR { recv_seq: self.recv_seq, poll: true }, false, Vec::new());
+            return Ok(Action::Send(emit(&rr)));
         }
+        Err(self.sequence_error(control))
     }
 
     /// The DISC frame (poll bit set). The session counts as disconnected from now on; the server's UA or

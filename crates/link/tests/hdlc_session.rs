@@ -614,3 +614,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn client_polls_a_server_that_answers_rr_instead_of_its_reply() {
+    let (mut client, mut server) = connected(HdlcParameters::default(), HdlcParameters::default());
+    let request = decode(&client.send_apdu(&[0xC0, 0x01]).unwrap());
+    let ServerAction::Apdu(_) = server.on_frame(&request) else { panic!() };
+    let reply = server.respond(&[0xC4, 0x01]);
+    // A strict meter answers our (repeated) request with RR N(R)=1 instead of the reply:
+    let rr = Frame {
+        segmented: false,
+        dest: Address::PUBLIC_CLIENT,
+        src: SERVER,
+        control: Control::RR { recv_seq: 1, poll: true },
+        info: vec![],
+    };
+    let Action::Send(poll) = client.on_frame(&rr).unwrap() else { panic!() };
+    assert_eq!(decode(&poll).control, Control::RR { recv_seq: 0, poll: true });
+    // Our server, polled after its reply was lost, sends the reply again.
+    assert_eq!(server.on_frame(&decode(&poll)), ServerAction::Reply(reply.clone()));
+    assert_eq!(client.on_frame(&decode(&reply)).unwrap(), Action::Apdu(vec![0xC4, 0x01]));
+
+    // RR asking for our last frame again (N(R) = our N(S)): the same frame.
+    let sent = client.send_apdu(&[0xC0, 0x02]).unwrap();
+    let again = Frame { control: Control::RR { recv_seq: 1, poll: true }, ..rr.clone() };
+    assert_eq!(client.on_frame(&again).unwrap(), Action::Send(sent));
+    // A server that only ever answers RR: the client gives up after a few polls.
+    let only_rr = Frame { control: Control::RR { recv_seq: 2, poll: true }, ..rr };
+    for _ in 0..3 {
+        assert!(matches!(client.on_frame(&only_rr).unwrap(), Action::Send(_)));
+    }
+    assert!(matches!(client.on_frame(&only_rr), Err(SessionError::UnexpectedFrame { .. })));
+}
