@@ -15,6 +15,9 @@ pub enum Protocol {
     /// Wired M-Bus, EN 13757-2/-3 (`protocol="mbus"`); the values are in
     /// [`MbusProfile`](crate::mbus::MbusProfile).
     Mbus,
+    /// DLMS/COSEM, IEC 62056 (`protocol="dlms"`); the values, load profiles and the disconnect control
+    /// are in [`DlmsProfile`](crate::dlms::DlmsProfile).
+    Dlms,
 }
 
 /// Default line settings for the meter model (site config may override them).

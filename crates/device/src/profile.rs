@@ -10,6 +10,7 @@ use ami_protocols::mbus::app::Function;
 use ami_protocols::modbus::plan::Table;
 use ami_protocols::modbus::value::{ByteOrder, Encoding, ValueType, WordOrder};
 
+use crate::dlms::{self, DlmsControlDef, DlmsLoadProfileDef, DlmsOptions, DlmsProfile, DlmsSource, DlmsValueDef};
 use crate::mbus::{split_dif_vif, MbusProfile, MbusSelect, MbusValueDef};
 use crate::xml::{self, Attr, Element};
 use crate::{
@@ -25,8 +26,8 @@ pub const UNITS: &[&str] =
 /// Units whose values are cumulative registers: their `kind` defaults to `counter`.
 const COUNTER_UNITS: &[&str] = &["Wh", "varh", "VAh", "m3", "J"];
 
-/// Protocol names reserved for the same profile format; `modbus` and `mbus` are implemented so far.
-const FUTURE_PROTOCOLS: &[&str] = &["dlms", "mercury"];
+/// Protocol names reserved for the same profile format; `modbus`, `mbus` and `dlms` are implemented so far.
+const FUTURE_PROTOCOLS: &[&str] = &["mercury"];
 
 /// One problem in a profile file, located at the offending element or attribute.
 ///
@@ -66,13 +67,14 @@ impl ProfileError {
 
 impl Protocol {
     /// Every implemented protocol, in the order error messages list them.
-    pub const ALL: [Protocol; 2] = [Protocol::Modbus, Protocol::Mbus];
+    pub const ALL: [Protocol; 3] = [Protocol::Modbus, Protocol::Mbus, Protocol::Dlms];
 
     /// The name used in profiles (`protocol="modbus"`) and as the source element name.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Modbus => "modbus",
             Protocol::Mbus => "mbus",
+            Protocol::Dlms => "dlms",
         }
     }
 }
@@ -145,26 +147,44 @@ impl<'a> Lines<'a> {
 }
 
 /// Collects errors while walking the tree.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a str,
     lines: Lines<'a>,
     errors: Vec<ProfileError>,
 }
 
+/// Whether an attribute name asks for a secret (a password or a key), which a profile never holds.
+fn names_a_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "key", "pin"].iter().any(|w| n.split(['-', '_']).any(|part| part == *w))
+        || n.ends_with("key")
+        || n.contains("password")
+}
+
 impl Ctx<'_> {
-    fn error(&mut self, pos: usize, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, pos: usize, message: impl Into<String>) {
         let (line, col) = self.lines.locate(pos);
         self.errors.push(ProfileError { file: self.file.to_string(), line, col, message: message.into() });
     }
 
-    fn line_of(&self, pos: usize) -> u32 {
+    pub(crate) fn line_of(&self, pos: usize) -> u32 {
         self.lines.locate(pos).0
     }
 
-    /// Reports attributes of `el` not in `allowed`.
-    fn check_attrs(&mut self, el: &Element, allowed: &[&str]) {
+    /// Reports attributes of `el` not in `allowed`; a password or key attribute gets its own message
+    /// (profiles are shared and checked in: secrets live in the site config or the secrets file).
+    pub(crate) fn check_attrs(&mut self, el: &Element, allowed: &[&str]) {
         for a in &el.attrs {
-            if !allowed.contains(&a.name.as_str()) {
+            if !allowed.contains(&a.name.as_str()) && names_a_secret(&a.name) {
+                self.error(
+                    a.pos,
+                    format!(
+                        "attribute \"{}\" on <{}>: keys and passwords never go in a profile (profiles are shared); \
+                         give them per meter in the site config (amid.toml) or its secrets file",
+                        a.name, el.name
+                    ),
+                );
+            } else if !allowed.contains(&a.name.as_str()) {
                 self.error(
                     a.pos,
                     format!(
@@ -179,7 +199,7 @@ impl Ctx<'_> {
     }
 
     /// The attribute `name`, or an error at the element when it is missing.
-    fn required<'e>(&mut self, el: &'e Element, name: &str) -> Option<&'e Attr> {
+    pub(crate) fn required<'e>(&mut self, el: &'e Element, name: &str) -> Option<&'e Attr> {
         let found = el.attr(name);
         if found.is_none() {
             self.error(el.pos, format!("missing attribute \"{name}\" on <{}>", el.name));
@@ -188,7 +208,7 @@ impl Ctx<'_> {
     }
 
     /// Reports text inside an element that only holds other elements.
-    fn no_text(&mut self, el: &Element) {
+    pub(crate) fn no_text(&mut self, el: &Element) {
         for (pos, _) in &el.text {
             self.error(
                 *pos,
@@ -198,14 +218,14 @@ impl Ctx<'_> {
     }
 
     /// Reports every child of `el` (used for elements that must be empty).
-    fn no_children(&mut self, el: &Element) {
+    pub(crate) fn no_children(&mut self, el: &Element) {
         self.no_text(el);
         for c in &el.children {
             self.error(c.pos, format!("unexpected element <{}> inside <{}> (it takes no children)", c.name, el.name));
         }
     }
 
-    fn parse_with<T>(&mut self, a: &Attr, what: &str, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    pub(crate) fn parse_with<T>(&mut self, a: &Attr, what: &str, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let v = f(a.value.trim());
         if v.is_none() {
             self.error(a.value_pos, format!("bad {what} \"{}\" in attribute \"{}\"", a.value, a.name));
@@ -214,7 +234,7 @@ impl Ctx<'_> {
     }
 
     /// Parses an enumerated attribute value, reporting the allowed names.
-    fn choice<T: Copy>(&mut self, a: &Attr, what: &str, options: &[(&str, T)]) -> Option<T> {
+    pub(crate) fn choice<T: Copy>(&mut self, a: &Attr, what: &str, options: &[(&str, T)]) -> Option<T> {
         let found = options.iter().find(|(n, _)| *n == a.value).map(|(_, v)| *v);
         if found.is_none() {
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
@@ -225,7 +245,7 @@ impl Ctx<'_> {
 }
 
 /// Parses a non-negative integer written in decimal or `0x` hexadecimal.
-fn parse_uint(s: &str) -> Option<u64> {
+pub(crate) fn parse_uint(s: &str) -> Option<u64> {
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -239,7 +259,7 @@ fn parse_uint(s: &str) -> Option<u64> {
     }
 }
 
-fn parse_in_range(s: &str, min: u64, max: u64) -> Option<u64> {
+pub(crate) fn parse_in_range(s: &str, min: u64, max: u64) -> Option<u64> {
     parse_uint(s).filter(|v| (min..=max).contains(v))
 }
 
@@ -270,7 +290,7 @@ fn parse_duration_ms(s: &str) -> Option<u64> {
 }
 
 /// Names: `[a-z][a-z0-9_]*`, at most 64 characters.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     let mut b = s.bytes();
     s.len() <= 64
         && b.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -293,6 +313,8 @@ pub(crate) fn valid_id(s: &str) -> bool {
 
 const PROFILE_ATTRS: &[&str] = &["id", "protocol", "manufacturer", "model", "document"];
 const PROFILE_CHILDREN: &[&str] = &["line", "modbus", "mbus", "value", "control"];
+/// The children of a DLMS `<profile>`.
+const DLMS_PROFILE_CHILDREN: &[&str] = &["line", "dlms", "value", "load-profile", "control"];
 const LINE_ATTRS: &[&str] = &["baud", "parity", "data", "stop", "address", "timeout"];
 const MODBUS_OPTION_ATTRS: &[&str] = &["max-block", "max-gap", "word-order", "byte-order"];
 const VALUE_ATTRS: &[&str] = &["name", "obis", "unit", "kind", "description"];
@@ -334,22 +356,43 @@ pub fn parse_profile(text: &str, file: &str) -> Result<Profile, Vec<ProfileError
     parse_any(text, file).map(|(p, _)| p)
 }
 
+/// The error of a valid profile of another protocol asked for as `wanted` (`"an M-Bus"`), at the root
+/// element's `protocol` attribute.
+fn wrong_protocol(text: &str, file: &str, profile: &Profile, wanted: Protocol, what: &str) -> Vec<ProfileError> {
+    let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
+    // Point at the protocol attribute of the (valid, hence well-formed) root element.
+    let pos =
+        xml::parse(text).ok().and_then(|d| d.root).and_then(|r| r.attr("protocol").map(|a| a.value_pos)).unwrap_or(0);
+    ctx.error(pos, format!("protocol \"{}\" is not {wanted}: not {what} profile", profile.protocol));
+    ctx.errors
+}
+
 /// [`crate::mbus::parse_mbus_profile`]: the profile plus its M-Bus part.
 pub(crate) fn parse_mbus(text: &str, file: &str) -> Result<MbusProfile, Vec<ProfileError>> {
-    let (profile, mbus) = parse_any(text, file)?;
-    match mbus {
-        Some(m) => Ok(MbusProfile { profile, values: m.values, all_records: m.all_records }),
-        None => {
-            let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
-            // Point at the protocol attribute of the (valid, hence well-formed) root element.
-            let pos = xml::parse(text)
-                .ok()
-                .and_then(|d| d.root)
-                .and_then(|r| r.attr("protocol").map(|a| a.value_pos))
-                .unwrap_or(0);
-            ctx.error(pos, format!("protocol \"{}\" is not mbus: not an M-Bus profile", profile.protocol));
-            Err(ctx.errors)
-        }
+    let (profile, part) = parse_any(text, file)?;
+    match part {
+        Part::Mbus(m) => Ok(MbusProfile { profile, values: m.values, all_records: m.all_records }),
+        _ => Err(wrong_protocol(text, file, &profile, Protocol::Mbus, "an M-Bus")),
+    }
+}
+
+/// [`crate::dlms::parse_dlms_profile`]: the profile's common part and its DLMS part, together.
+pub(crate) fn parse_dlms(text: &str, file: &str) -> Result<DlmsProfile, Vec<ProfileError>> {
+    let (profile, part) = parse_any(text, file)?;
+    match part {
+        Part::Dlms(d) => Ok(DlmsProfile {
+            id: profile.id,
+            path: profile.path,
+            manufacturer: profile.manufacturer,
+            model: profile.model,
+            document: profile.document,
+            line: profile.line,
+            options: d.options,
+            values: d.values,
+            load_profiles: d.load_profiles,
+            disconnect: d.disconnect,
+        }),
+        _ => Err(wrong_protocol(text, file, &profile, Protocol::Dlms, "a DLMS")),
     }
 }
 
@@ -359,19 +402,43 @@ struct MbusPart {
     all_records: bool,
 }
 
+/// The DLMS part of a profile.
+struct DlmsPart {
+    options: DlmsOptions,
+    values: Vec<DlmsValueDef>,
+    load_profiles: Vec<DlmsLoadProfileDef>,
+    disconnect: Option<DlmsControlDef>,
+}
+
+/// The protocol-specific part that does not fit [`Profile`].
+enum Part {
+    /// Modbus: everything is in [`Profile`].
+    None,
+    Mbus(MbusPart),
+    Dlms(DlmsPart),
+}
+
 /// What one `<value>` parsed into.
 enum ParsedValue {
     Modbus(ValueDef),
     Mbus(MbusValueDef),
+    Dlms(DlmsValueDef),
 }
 
 /// The source element of a `<value>`.
 enum ParsedSource {
     Modbus(ModbusValue),
     Mbus(MbusSelect),
+    Dlms(DlmsSource),
 }
 
-fn parse_any(text: &str, file: &str) -> Result<(Profile, Option<MbusPart>), Vec<ProfileError>> {
+/// What one `<control>` parsed into.
+enum ParsedControl {
+    Common(Control),
+    Dlms(DlmsControlDef),
+}
+
+fn parse_any(text: &str, file: &str) -> Result<(Profile, Part), Vec<ProfileError>> {
     let mut ctx = Ctx { file, lines: Lines::new(text), errors: Vec::new() };
     let doc = match xml::parse(text) {
         Ok(doc) => doc,
@@ -406,7 +473,7 @@ fn parse_any(text: &str, file: &str) -> Result<(Profile, Option<MbusPart>), Vec<
     }
 }
 
-fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>)> {
+fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
     ctx.check_attrs(el, PROFILE_ATTRS);
     ctx.no_text(el);
 
@@ -463,7 +530,9 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>
     let mut line = LineDefaults::default();
     let mut modbus = ModbusDefaults::default();
     let mut all_records = false;
+    let mut dlms_options = DlmsOptions::default();
     let (mut seen_line, mut seen_modbus, mut seen_mbus) = (None::<usize>, None::<usize>, None::<usize>);
+    let mut seen_dlms = None::<usize>;
     for child in &el.children {
         match child.name.as_str() {
             "line" => {
@@ -499,12 +568,25 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>
                     all_records = mbus_options(ctx, child);
                 }
             }
-            "value" | "control" => {}
-            other => {
-                let msg = if FUTURE_PROTOCOLS.contains(&other) {
-                    format!("<{other}> options are not supported yet (expected one of {})", PROFILE_CHILDREN.join(", "))
+            "dlms" => {
+                if let Some(first) = seen_dlms {
+                    let first_line = ctx.line_of(first);
+                    ctx.error(child.pos, format!("duplicate <dlms> element (first one at line {first_line})"));
                 } else {
-                    format!("unknown element <{other}> in <profile> (expected one of {})", PROFILE_CHILDREN.join(", "))
+                    seen_dlms = Some(child.pos);
+                    if protocol.is_some_and(|p| p != Protocol::Dlms) {
+                        ctx.error(child.pos, "<dlms> options in a profile whose protocol is not dlms");
+                    }
+                    dlms_options = dlms::options(ctx, child);
+                }
+            }
+            "value" | "control" | "load-profile" => {}
+            other => {
+                let children = if protocol == Some(Protocol::Dlms) { DLMS_PROFILE_CHILDREN } else { PROFILE_CHILDREN };
+                let msg = if FUTURE_PROTOCOLS.contains(&other) {
+                    format!("<{other}> options are not supported yet (expected one of {})", children.join(", "))
+                } else {
+                    format!("unknown element <{other}> in <profile> (expected one of {})", children.join(", "))
                 };
                 ctx.error(child.pos, msg);
             }
@@ -517,26 +599,67 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>
     let mut obis_seen: HashMap<Obis, (String, usize)> = HashMap::new();
     let mut controls = Vec::new();
     let mut control_names: HashMap<String, usize> = HashMap::new();
+    let mut dlms_values = Vec::new();
+    let mut load_profiles = Vec::new();
+    let mut disconnect: Option<(DlmsControlDef, usize)> = None;
     for child in &el.children {
         match child.name.as_str() {
             "value" => match value(ctx, child, protocol, &modbus, &mut names, &mut obis_seen) {
                 Some(ParsedValue::Modbus(v)) => values.push(v),
                 Some(ParsedValue::Mbus(v)) => mbus_values.push(v),
+                Some(ParsedValue::Dlms(v)) => dlms_values.push(v),
                 None => {}
             },
-            "control" => {
-                if let Some(c) = control(ctx, child, protocol, &mut control_names) {
-                    controls.push(c);
+            "load-profile" => {
+                if protocol.is_some_and(|p| p != Protocol::Dlms) {
+                    ctx.error(child.pos, "<load-profile> in a profile whose protocol is not dlms");
+                    continue;
+                }
+                if let Some(lp) = dlms::load_profile(ctx, child, &mut names, &mut obis_seen) {
+                    load_profiles.push(lp);
                 }
             }
+            "control" => match control(ctx, child, protocol, &mut control_names) {
+                Some(ParsedControl::Common(c)) => controls.push(c),
+                Some(ParsedControl::Dlms(c)) => {
+                    if let Some((first, pos)) = &disconnect {
+                        let first_line = ctx.line_of(*pos);
+                        ctx.error(
+                            child.pos,
+                            format!(
+                                "second DLMS control \"{}\": a DLMS profile has one disconnect control (\"{}\" at \
+                                 line {first_line})",
+                                c.name, first.name
+                            ),
+                        );
+                    } else {
+                        disconnect = Some((c, child.pos));
+                    }
+                }
+                None => {}
+            },
             _ => {}
         }
     }
-    if !el.children.iter().any(|c| c.name == "value") && !all_records {
-        let hint = if protocol == Some(Protocol::Mbus) { " (or <mbus all-records=\"true\"/>)" } else { "" };
+    let reads_something = el.children.iter().any(|c| c.name == "value" || c.name == "load-profile");
+    if !reads_something && !all_records {
+        let hint = match protocol {
+            Some(Protocol::Mbus) => " (or <mbus all-records=\"true\"/>)",
+            Some(Protocol::Dlms) => " or <load-profile>",
+            _ => "",
+        };
         ctx.error(el.pos, format!("empty profile: <profile> defines no <value>{hint}"));
     }
-    let mbus = (protocol == Some(Protocol::Mbus)).then_some(MbusPart { values: mbus_values, all_records });
+    let part = match protocol {
+        Some(Protocol::Mbus) => Part::Mbus(MbusPart { values: mbus_values, all_records }),
+        Some(Protocol::Dlms) => Part::Dlms(DlmsPart {
+            options: dlms_options,
+            values: dlms_values,
+            load_profiles,
+            disconnect: disconnect.map(|(c, _)| c),
+        }),
+        _ => Part::None,
+    };
 
     let profile = Profile {
         id: id?,
@@ -550,7 +673,7 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Option<MbusPart>
         values,
         controls,
     };
-    Some((profile, mbus))
+    Some((profile, part))
 }
 
 /// `<mbus>` directly in `<profile>`: returns `all-records`.
@@ -588,8 +711,17 @@ fn line_defaults(ctx: &mut Ctx<'_>, el: &Element, protocol: Option<Protocol>) ->
             Some(Protocol::Modbus) | None => (1, 247, "Modbus address (1..247)"),
             // M-Bus primary addresses 1..250, and 0 for a factory-new (unconfigured) meter.
             Some(Protocol::Mbus) => (0, 250, "M-Bus primary address (0..250)"),
+            Some(Protocol::Dlms) => (0, 0, ""),
         };
-        line.address = ctx.parse_with(a, what, |s| parse_in_range(s, min, max).and_then(|v| u8::try_from(v).ok()));
+        if protocol == Some(Protocol::Dlms) {
+            ctx.error(
+                a.pos,
+                "attribute \"address\" does not apply to a DLMS profile: give the HDLC addresses as \
+                 <dlms server-logical=\"…\" server-physical=\"…\"/>",
+            );
+        } else {
+            line.address = ctx.parse_with(a, what, |s| parse_in_range(s, min, max).and_then(|v| u8::try_from(v).ok()));
+        }
     }
     if let Some(a) = el.attr("timeout") {
         line.timeout_ms =
@@ -684,18 +816,34 @@ fn value(
         }
     });
 
-    let unit = ctx.required(el, "unit").and_then(|a| {
+    // DLMS meters report their unit (register attribute 3): in a DLMS profile the unit is optional, an
+    // expectation checked against the meter's.
+    let is_dlms = protocol == Some(Protocol::Dlms);
+    let unit_attr = if is_dlms { el.attr("unit") } else { ctx.required(el, "unit") };
+    let unit = unit_attr.and_then(|a| {
         if UNITS.contains(&a.value.as_str()) {
             Some(a.value.clone())
         } else {
             let list: Vec<String> = UNITS.iter().map(|u| format!("\"{u}\"")).collect();
-            ctx.error(a.value_pos, format!("unknown unit \"{}\" (expected one of {})", a.value, list.join(", ")));
+            let hint = match dlms::base_unit_hint(&a.value) {
+                Some(base) if is_dlms => format!(
+                    " — a DLMS meter reports base units and a scaler (10^3 for k): write unit=\"{base}\", \
+                     the reading is value × 10^scaler {base}"
+                ),
+                _ => String::new(),
+            };
+            ctx.error(a.value_pos, format!("unknown unit \"{}\" (expected one of {}){hint}", a.value, list.join(", ")));
             None
         }
     });
+    let unit_ok = unit.is_some() || unit_attr.is_none();
 
     let kind = match el.attr("kind") {
         Some(a) => ctx.choice(a, "kind", KINDS),
+        None if is_dlms => Some(unit.as_deref().map_or_else(
+            || dlms::default_kind(el.attr("obis").and_then(|a| Obis::from_str(a.value.trim()).ok())),
+            ValueKind::default_for_unit,
+        )),
         None => unit.as_deref().map(ValueKind::default_for_unit),
     };
     let description = el.attr("description").map(|a| a.value.trim().to_string());
@@ -728,7 +876,15 @@ fn value(
                 }
                 source = mbus_select(ctx, child).map(ParsedSource::Mbus);
             }
-            other if FUTURE_PROTOCOLS.contains(&other) => {
+            "dlms" if protocol == Some(Protocol::Dlms) => {
+                source_count += 1;
+                if source_count > 1 {
+                    ctx.error(child.pos, "more than one <dlms> source in <value>");
+                    continue;
+                }
+                source = dlms::value_source(ctx, child).map(ParsedSource::Dlms);
+            }
+            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" => {
                 source_count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
                 ctx.error(child.pos, format!("<{other}> source does not match the profile's protocol \"{p}\""));
@@ -765,6 +921,20 @@ fn value(
             select,
             line,
         }),
+        ParsedSource::Dlms(src) => {
+            if !unit_ok {
+                return None;
+            }
+            ParsedValue::Dlms(DlmsValueDef {
+                name: name?,
+                obis: obis?,
+                class_id: src.class_id,
+                attribute: src.attribute,
+                kind: kind?,
+                unit,
+                description,
+            })
+        }
     })
 }
 
@@ -974,7 +1144,7 @@ fn control(
     el: &Element,
     protocol: Option<Protocol>,
     names: &mut HashMap<String, usize>,
-) -> Option<Control> {
+) -> Option<ParsedControl> {
     if protocol == Some(Protocol::Mbus) {
         ctx.error(el.pos, "<control> in an mbus profile: M-Bus profiles have no writable controls");
         return None;
@@ -1003,6 +1173,7 @@ fn control(
     let description = el.attr("description").map(|a| a.value.trim().to_string());
 
     let mut source = None;
+    let mut dlms_target = None;
     let mut count = 0;
     for child in &el.children {
         match child.name.as_str() {
@@ -1018,7 +1189,15 @@ fn control(
                 }
                 source = modbus_control(ctx, child).map(ControlSource::Modbus);
             }
-            other if FUTURE_PROTOCOLS.contains(&other) => {
+            "dlms" if protocol == Some(Protocol::Dlms) => {
+                count += 1;
+                if count > 1 {
+                    ctx.error(child.pos, "more than one <dlms> target in <control>");
+                    continue;
+                }
+                dlms_target = dlms::control_target(ctx, child);
+            }
+            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" => {
                 count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
                 ctx.error(child.pos, format!("<{other}> target does not match the profile's protocol \"{p}\""));
@@ -1033,7 +1212,10 @@ fn control(
         let expected = protocol.map_or("modbus", Protocol::name);
         ctx.error(el.pos, format!("<control> has no target: add a <{expected}> element"));
     }
-    Some(Control { name: name?, description, source: source? })
+    if protocol == Some(Protocol::Dlms) {
+        return Some(ParsedControl::Dlms(DlmsControlDef { name: name?, obis: dlms_target?, description }));
+    }
+    Some(ParsedControl::Common(Control { name: name?, description, source: source? }))
 }
 
 fn modbus_control(ctx: &mut Ctx<'_>, el: &Element) -> Option<ModbusControl> {

@@ -86,6 +86,13 @@ fn every_shipped_profile_is_valid() {
             }
             continue;
         }
+        if p.protocol == Protocol::Dlms {
+            // DLMS values, load profiles and the disconnect control live in the DLMS part
+            // (crates/device/tests/dlms_profiles.rs checks them in detail).
+            let d = ami_device::dlms::DlmsProfile::from_profile(p).expect("DLMS part");
+            assert!(d.values.len() >= 5, "{} has only {} values", p.id, d.values.len());
+            continue;
+        }
         // Meters read many values; a relay module (controls, no energy) reads only its relay states.
         if p.controls.is_empty() {
             assert!(p.values.len() >= 10, "{} has only {} values", p.id, p.values.len());
@@ -350,8 +357,8 @@ fn structural_mistakes_are_errors() {
     assert_eq!(errors(""), ["devices/t.xml:1:1: empty profile: no <profile> element"]);
     assert_eq!(errors("<meter/>"), ["devices/t.xml:1:1: root element is <meter>, expected <profile>"]);
     // Unsupported protocol.
-    let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="dlms""#);
-    assert!(errors(&text)[0].contains("protocol \"dlms\" is not supported yet (supported: modbus, mbus)"));
+    let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mercury""#);
+    assert!(errors(&text)[0].contains("protocol \"mercury\" is not supported yet (supported: modbus, mbus, dlms)"));
     // Modbus elements in an M-Bus profile.
     let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mbus""#);
     assert!(errors(&text).iter().any(|e| e.contains("<modbus> source in a profile whose protocol is not modbus")));
