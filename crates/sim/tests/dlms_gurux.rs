@@ -299,6 +299,31 @@ async fn gurux_reads_a_day_of_load_profile_in_ciphered_blocks_over_the_wrapper()
     reads_a_day_in_blocks(DlmsFraming::Wrapper).await;
 }
 
+/// Gurux picks the HDLC server address width from the address: upper only (1 byte), and upper + a lower
+/// (physical) address above 0x7F (2 + 2 bytes, 4 in all). The meter answers both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gurux_addresses_the_meter_with_one_and_four_byte_hdlc_server_addresses() {
+    let meter = DlmsMeter::new(DlmsMeterSpec { server_physical: 0x1234, ..DlmsMeterSpec::for_serial(SERIAL) });
+    let (addr, server) = spawn_tcp("127.0.0.1:0", meter.clone(), DlmsFraming::Hdlc).await.unwrap();
+    for address in ["1", "1/0x1234"] {
+        let port = addr.port();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python())
+                .arg(repo().join("tests/peers/gurux_dlms_client.py"))
+                .args(["--port", &port.to_string(), "--framing", "hdlc", "--server-address", address])
+                .args(["--client-address", "16", "--read", "1-0:1.8.0:3"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let out = success(&out);
+        assert_eq!(out.at("registers").at("1-0:1.8.0").at("unit").i64(), 30, "{address}");
+    }
+    assert_eq!(meter.stats().associations, 2);
+    server.abort();
+}
+
 /// The script failed with a message, and the meter counted the refusal and accepted no association.
 fn refused(meter: &DlmsMeter, out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
