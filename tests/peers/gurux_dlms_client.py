@@ -15,8 +15,8 @@ for, releases, disconnects and prints one JSON object on stdout:
      "profile": {"obis": "1-0:99.1.0", "columns": ["0.0.1.0.0.255:2", "1.0.1.8.0.255:2"],
                  "rows": [[1767225600, 12], ...]}}
 
---read OBIS:CLASS: class 3/4/5 read attribute 3 (scaler, unit) and 2 (value); class 1 reads attribute 2 only. Profile
-rows hold the meter's values as sent (no scaler applied), date-time columns as unix seconds.
+--read OBIS:CLASS: class 3/4 read attribute 3 (scaler_unit) and 2 (value), class 5 attribute 4 (scaler_unit) and 3
+(current average value), class 1 attribute 2 only. "value" is raw × 10^scaler. Profile rows hold the meter's values as sent (no scaler applied), date-time columns as unix seconds.
 --server-address: "L/P" (logical/physical, combined with GXDLMSClient.getServerAddress) or a plain number (Gurux's
 combined address, or the destination wPort with --framing wrapper).
 --auth none | low (LLS, --password) | high-gmac (HLS mechanism 5 with glo-ciphering, --block-key, --auth-key,
