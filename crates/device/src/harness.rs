@@ -7,10 +7,13 @@
 //! the file, errors come sorted by position; an accepted profile has unique value names and OBIS codes,
 //! and its Modbus read plan covers every value exactly once with requests that encode. The M-Bus view
 //! ([`parse_mbus_profile`]) agrees with the common one: same errors when both refuse, same common part when
-//! both accept, and only M-Bus profiles accepted.
+//! both accept, and only M-Bus profiles accepted. The DLMS view ([`parse_dlms_profile`]) agrees the same way,
+//! and an accepted DLMS profile keeps its promises (unique names and codes, readable classes, periods > 0,
+//! a class 70 disconnect control).
 
 use std::collections::HashSet;
 
+use crate::dlms::{parse_dlms_profile, DlmsProfile};
 use crate::mbus::{parse_mbus_profile, MbusProfile};
 use crate::modbus::plan_modbus;
 use crate::{parse_profile, Protocol, ValueSource};
@@ -28,6 +31,20 @@ pub fn profile_xml(data: &[u8]) {
     }
     // The M-Bus view of the same text: refused whenever the common view is, and then for the same
     // reasons; accepted only for an M-Bus profile, with the same common part.
+    match (parse_dlms_profile(&text, FILE), &common) {
+        (Ok(d), Ok(p)) => {
+            assert_eq!(p.protocol, Protocol::Dlms, "a DLMS profile of protocol {}", p.protocol);
+            assert!(p.values.is_empty() && p.controls.is_empty(), "DLMS objects leaked into Profile");
+            assert_eq!((&d.id, &d.manufacturer, &d.model, &d.line), (&p.id, &p.manufacturer, &p.model, &p.line));
+            accepted_dlms(&d);
+        }
+        (Ok(_), Err(e)) => panic!("accepted as DLMS, refused as a profile: {e:?}"),
+        (Err(errors), Ok(p)) => {
+            assert_ne!(p.protocol, Protocol::Dlms, "a valid DLMS profile refused by the DLMS view: {errors:?}");
+            refused(&text, &errors);
+        }
+        (Err(dlms), Err(all)) => assert_eq!(&dlms, all, "the DLMS and common views disagree on the errors"),
+    }
     match (parse_mbus_profile(&text, FILE), common) {
         (Ok(m), Ok(p)) => {
             assert_eq!(p.protocol, Protocol::Mbus, "an M-Bus profile of protocol {}", p.protocol);
@@ -55,6 +72,30 @@ fn accepted_mbus(profile: &MbusProfile) {
         assert!(s.scale.is_finite() && s.scale != 0.0, "{}: scale {}", v.name, s.scale);
     }
     assert!(profile.all_records || !profile.values.is_empty(), "an M-Bus profile that reads nothing");
+}
+
+fn accepted_dlms(profile: &DlmsProfile) {
+    let mut names = HashSet::new();
+    let mut obis = HashSet::new();
+    for v in &profile.values {
+        assert!(names.insert(v.name.as_str()), "duplicate name {}", v.name);
+        assert!(obis.insert(v.obis), "duplicate OBIS {}", v.obis);
+        assert!([1, 3, 4, 5, 8, 70].contains(&v.class_id), "{}: class {}", v.name, v.class_id);
+        assert_ne!(v.attribute, 0, "{}: attribute 0", v.name);
+    }
+    for lp in &profile.load_profiles {
+        assert!(names.insert(lp.name.as_str()), "duplicate name {}", lp.name);
+        assert!(obis.insert(lp.obis), "duplicate OBIS {}", lp.obis);
+        assert!(lp.period_s > 0, "{}: period 0", lp.name);
+        let mut columns = HashSet::new();
+        for c in &lp.columns {
+            assert!(columns.insert(c.name.as_str()), "{}: duplicate column {}", lp.name, c.name);
+        }
+    }
+    assert!(!profile.values.is_empty() || !profile.load_profiles.is_empty(), "a DLMS profile that reads nothing");
+    let o = &profile.options;
+    assert!((1..=0x7F).contains(&o.client) && (1..=0x3FFD).contains(&o.server_logical), "{o:?}");
+    assert!(o.window.is_none_or(|w| (1..=7).contains(&w)), "{o:?}");
 }
 
 fn refused(text: &str, errors: &[crate::ProfileError]) {
@@ -158,7 +199,14 @@ mod tests {
     fn harness_survives_mutated_profiles() {
         let seeds = shipped();
         // Fragments a mutation may splice in: markup that reaches the validator's branches.
-        let tokens: [&[u8]; 17] = [
+        let tokens: [&[u8]; 24] = [
+            b"protocol=\"dlms\"",
+            b"<dlms client=\"1\" server-logical=\"17\" server-physical=\"16383\" authentication=\"high-gmac\"/>",
+            b"<value name=\"z\" obis=\"1-0:2.8.0\"><dlms class=\"3\" attribute=\"-1\"/></value>",
+            b"<load-profile name=\"lp\" obis=\"1-0:99.2.0\" period=\"60\"><column obis=\"1-0:1.8.0\"/></load-profile>",
+            b"<control name=\"d\"><dlms class=\"70\" obis=\"0-0:96.3.10\"/></control>",
+            b" password=\"x\"",
+            b"framing=\"wrapper\"",
             b"<value name=\"y\" obis=\"6-0:1.0.0\" unit=\"Wh\"><mbus dif-vif=\"04 06\" quantity=\"Energy\"/></value>",
             b"<mbus all-records=\"true\"/>",
             b"protocol=\"mbus\"",

@@ -3,7 +3,7 @@
 //!
 //! This crate owns the profile format, its validation, profile lookup ([`resolve_profile`],
 //! [`ProfileLibrary`]) and, per protocol, turning a profile into requests and replies into readings
-//! ([`modbus`], [`mbus`]). It never names a port or a meter address: that is site config. Parsing never panics
+//! ([`modbus`], [`mbus`], [`dlms`]). It never names a port or a meter address: that is site config. Parsing never panics
 //! on any input; every problem is a [`ProfileError`] pointing at the offending element or attribute.
 //!
 //! # The profile format
@@ -26,7 +26,7 @@
 //! </profile>
 //! ```
 //!
-//! - `<profile>`: `protocol` (required; `modbus` or `mbus` — `dlms` and `mercury` are reserved for the
+//! - `<profile>`: `protocol` (required; `modbus`, `mbus` or `dlms` — `mercury` is reserved for the
 //!   same format), `manufacturer` and `model` (required), `id` (default: the file stem;
 //!   `[a-z0-9][a-z0-9._-]*`), `document` (the manufacturer document and version the map comes from).
 //! - `<line>` (optional, at most one): default line settings a site may override — `baud`, `parity`
@@ -57,9 +57,19 @@
 //!   [`mbus::load_mbus_profile`], [`mbus::MbusProfile::from_profile`]), while [`Profile::values`] of an
 //!   M-Bus profile is empty.
 //!
-//! Unknown elements and attributes are errors, never ignored, so a typo cannot silently drop a value.
-//! A later protocol adds its own source element (`<dlms class="3" obis="…" attribute="2"/>`,
-//! `<mbus …/>`) and its own options element beside `<modbus>`; everything else stays the same.
+//! - DLMS/COSEM: `<dlms client="16" server-logical="1" authentication="none|low|high-gmac" …/>` in
+//!   `<profile>` holds the association defaults; a `<value>` reads `<dlms class="3" attribute="2"/>` of the
+//!   object named by its `obis` (its `unit` is optional: the meter reports scaler and unit);
+//!   `<load-profile name="…" obis="1-0:99.1.0" period="900"/>` reads a profile generic; the
+//!   `<control>` target is `<dlms class="70" obis="0-0:96.3.10"/>`. See [`dlms`]; the DLMS objects are in
+//!   [`dlms::DlmsProfile`] ([`dlms::parse_dlms_profile`], [`dlms::load_dlms_profile`],
+//!   [`dlms::resolve_dlms_profile`], [`dlms::DlmsProfile::from_profile`]), while [`Profile::values`] and
+//!   [`Profile::controls`] of a DLMS profile are empty.
+//!
+//! No profile holds a key or a password: an attribute asking for one is an error that points at the site
+//! config. Unknown elements and attributes are errors, never ignored, so a typo cannot silently drop a
+//! value. A later protocol adds its own source element and its own options element beside `<modbus>`;
+//! everything else stays the same.
 
 pub mod dlms;
 #[cfg(any(test, feature = "fuzzing"))]
