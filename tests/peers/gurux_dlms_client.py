@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A DLMS/COSEM client built on Gurux's gurux-dlms 1.0.203 (an independent implementation) for ami's interop tests.
 
-Only Gurux's *client* side is used (GXDLMSClient / GXDLMSSecureClient); the socket code is our own. It opens an
-association (SNRM/UA over HDLC, then AARQ/AARE, and the HLS-GMAC pass for --auth high-gmac), reads what it is asked
-for, releases, disconnects and prints one JSON object on stdout:
+Only Gurux's *client* side is used (GXDLMSClient / GXDLMSSecureClient); the transport code is our own (TCP, or a
+serial device / pty with --serial PATH for HDLC). It opens an association (SNRM/UA over HDLC, then AARQ/AARE, and
+the HLS-GMAC pass for --auth high-gmac), reads what it is asked for, releases, disconnects and prints one JSON
+object on stdout:
 
     gurux_dlms_client.py --host 127.0.0.1 --port 4059 --framing hdlc --client-address 16 --server-address 1/17 \
         --read 1-0:1.8.0:3 --read 1-0:32.7.0:3 --clock --profile 1-0:99.1.0 \
@@ -76,33 +77,60 @@ def step(name):
 
 
 class Link:
-    """A TCP socket carrying HDLC frames or wrapper PDUs; Gurux's getData decides when a reply is complete."""
+    """A TCP socket or a serial line (pty) carrying HDLC frames or wrapper PDUs; Gurux's getData decides when a
+    reply is complete."""
 
-    def __init__(self, client, host, port, timeout, trace):
+    def __init__(self, client, a):
         self.client = client
-        self.trace = trace
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.settimeout(timeout)
+        self.trace = a.trace
+        self.timeout = a.timeout
+        if a.serial:
+            import serial  # pyserial, in the same venv
+
+            self.port = serial.Serial(a.serial, baudrate=a.baud, timeout=0.05)
+            self.sock = None
+        else:
+            self.port = None
+            self.sock = socket.create_connection((a.host, a.port), timeout=a.timeout)
+            self.sock.settimeout(a.timeout)
 
     def close(self):
         try:
-            self.sock.close()
+            (self.port or self.sock).close()
         except OSError:
             pass
+
+    def send(self, data):
+        if self.port:
+            self.port.write(data)
+            self.port.flush()
+        else:
+            self.sock.sendall(data)
+
+    def recv(self):
+        """Some bytes, or Fail after the timeout; b"" means the peer closed the connection."""
+        if self.sock:
+            try:
+                return self.sock.recv(4096)
+            except socket.timeout:
+                raise Fail("no reply from the meter (timeout)")
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            chunk = self.port.read(max(1, self.port.in_waiting))
+            if chunk:
+                return chunk
+        raise Fail("no reply from the meter (timeout)")
 
     def exchange(self, frame, reply):
         """Sends one frame (None: only receive, for streaming) and reads until Gurux has a whole reply."""
         if frame:
             if self.trace:
                 print("TX " + GXByteBuffer.hex(frame), file=sys.stderr)
-            self.sock.sendall(bytes(frame))
+            self.send(bytes(frame))
         buf = GXByteBuffer()
         notify = GXReplyData()
         while not self.client.getData(buf, reply, notify):
-            try:
-                chunk = self.sock.recv(4096)
-            except socket.timeout:
-                raise Fail("no reply from the meter (timeout)")
+            chunk = self.recv()
             if not chunk:
                 raise Fail("the meter closed the connection")
             if self.trace:
@@ -306,7 +334,9 @@ def release(link, client, a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, help="TCP port (or --serial)")
+    ap.add_argument("--serial", metavar="PATH", help="a serial device or pty instead of TCP (HDLC only)")
+    ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--framing", choices=["hdlc", "wrapper"], default="hdlc")
     ap.add_argument("--client-address", type=lambda s: int(s, 0), default=16)
     ap.add_argument("--server-address", default="1/17", help="L/P or a combined number / wPort")
@@ -334,6 +364,10 @@ def main():
             reads.append((parse_obis(obis), int(cls)))
         except ValueError as e:
             ap.error(f"--read {r}: {e} (want OBIS:CLASS, e.g. 1-0:1.8.0:3)")
+    if (a.port is None) == (a.serial is None):
+        ap.error("give --port (TCP) or --serial (a serial device or pty)")
+    if a.serial and a.framing != "hdlc":
+        ap.error("--serial carries HDLC only")
     if a.auth == "low" and a.password is None:
         ap.error("--auth low needs --password")
     if a.auth == "high-gmac" and not (a.block_key and a.auth_key and a.system_title):
@@ -357,7 +391,7 @@ def main():
     link = None
     try:
         with step("connect"):
-            link = Link(client, a.host, a.port, a.timeout, a.trace)
+            link = Link(client, a)
         connect(link, client, a)
         if reads:
             out["registers"] = {}

@@ -1,9 +1,9 @@
 //! Gurux's DLMS/COSEM client (gurux-dlms 1.0.203 from PyPI, driven by tests/peers/gurux_dlms_client.py) reads
-//! the real `amid simulate --profile generic-iec62056` binary over HDLC-over-TCP and the TCP wrapper, as the
-//! public client, with the LLS password and with HLS-GMAC and glo-ciphering (keys from flags or from a 0600
-//! secrets file): the energy register, a voltage with scaler and unit, the clock and two hours of load profile,
-//! checked against the simulator's model (`ami_sim::dlms::DlmsMeter` with the same seed). Wrong secrets are
-//! refused.
+//! the real `amid simulate --profile generic-iec62056` binary over HDLC-over-TCP, the TCP wrapper and HDLC on a
+//! pty pair, as the public client, with the LLS password and with HLS-GMAC and glo-ciphering (keys from flags or
+//! from a 0600 secrets file): the energy register, a voltage with scaler and unit, the clock and two hours of
+//! load profile, checked against the simulator's model (`ami_sim::dlms::DlmsMeter` with the same seed). Wrong
+//! secrets are refused.
 
 mod common;
 
@@ -23,8 +23,18 @@ const PERIOD: i64 = 900;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Framing {
+    /// HDLC over TCP.
     Hdlc,
+    /// The IEC 62056-47 wrapper over TCP.
     Wrapper,
+    /// HDLC on a pty pair (socat): the simulator on one end, Gurux on the other.
+    Pty,
+}
+
+/// Where Gurux finds the simulator: a TCP port, or the pty end (and the socat process keeping the pair).
+enum Target {
+    Port(u16),
+    Pty { _socat: Proc, path: std::path::PathBuf },
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -40,12 +50,22 @@ fn model() -> DlmsMeter {
     DlmsMeter::new(DlmsMeterSpec { seed: SEED, ..DlmsMeterSpec::for_serial(SERIAL) })
 }
 
-/// Starts `amid simulate` for the generic IEC 62056 meter on a free port; returns it and the port.
-fn simulate(framing: Framing, secrets: Secrets, clock_offset: &str, dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let listen = match framing {
-        Framing::Hdlc => format!("tcp://127.0.0.1:{port}"),
-        Framing::Wrapper => format!("tcp://127.0.0.1:{port}?framing=wrapper"),
+/// Starts `amid simulate` for the generic IEC 62056 meter on a free port (or a pty pair in `dir`); returns it
+/// and where Gurux finds it.
+fn simulate(framing: Framing, secrets: Secrets, clock_offset: &str, dir: &std::path::Path) -> (Proc, Target) {
+    let (listen, target) = match framing {
+        Framing::Hdlc => {
+            let port = free_port();
+            (format!("tcp://127.0.0.1:{port}"), Target::Port(port))
+        }
+        Framing::Wrapper => {
+            let port = free_port();
+            (format!("tcp://127.0.0.1:{port}?framing=wrapper"), Target::Port(port))
+        }
+        Framing::Pty => {
+            let (socat, a, b) = pty_pair(dir);
+            (format!("serial://{}?baud=9600", b.display()), Target::Pty { _socat: socat, path: a })
+        }
     };
     let mut cmd = amid();
     cmd.args(["simulate", "--profile", "generic-iec62056", "--listen", &listen]);
@@ -72,7 +92,7 @@ fn simulate(framing: Framing, secrets: Secrets, clock_offset: &str, dir: &std::p
     }
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     wait_for_line(&mut child, "simulating");
-    (Proc(child), port)
+    (Proc(child), target)
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -82,15 +102,21 @@ enum Auth {
     HighGmac,
 }
 
-/// Runs the Gurux client against the simulator at `port` with `auth` (and the right secrets unless `extra`
+/// Runs the Gurux client against the simulator at `target` with `auth` (and the right secrets unless `extra`
 /// overrides them; argparse takes the last value).
-fn gurux(port: u16, framing: Framing, auth: Auth, extra: &[String]) -> Output {
+fn gurux(target: &Target, framing: Framing, auth: Auth, extra: &[String]) -> Output {
     let spec = DlmsMeterSpec::for_serial(SERIAL);
     let mut cmd = std::process::Command::new(python());
-    cmd.arg(repo().join("tests/peers/gurux_dlms_client.py")).args(["--port", &port.to_string(), "--timeout", "5"]);
+    cmd.arg(repo().join("tests/peers/gurux_dlms_client.py")).args(["--timeout", "5"]);
+    match target {
+        Target::Port(port) => cmd.args(["--port", &port.to_string()]),
+        Target::Pty { path, .. } => cmd.arg("--serial").arg(path),
+    };
     match framing {
         // The default HDLC server address: logical 1, physical 0x10 + serial % 100.
-        Framing::Hdlc => cmd.args(["--framing", "hdlc", "--server-address"]).arg(format!("1/{}", spec.server_physical)),
+        Framing::Hdlc | Framing::Pty => {
+            cmd.args(["--framing", "hdlc", "--server-address"]).arg(format!("1/{}", spec.server_physical))
+        }
         Framing::Wrapper => cmd.args(["--framing", "wrapper", "--server-address", "1"]),
     };
     match auth {
@@ -116,7 +142,7 @@ fn system_now() -> i64 {
 /// checks them against the model; `offset_s` is the simulator's clock offset.
 fn reads_everything(framing: Framing, auth: Auth, secrets: Secrets, offset: &str, offset_s: i64) {
     let dir = tempfile::tempdir().unwrap();
-    let (_sim, port) = simulate(framing, secrets, offset, dir.path());
+    let (_sim, target) = simulate(framing, secrets, offset, dir.path());
     let model = model();
     let start = (system_now() + offset_s).div_euclid(PERIOD) * PERIOD - 5 * 3600;
     let args: Vec<String> = [
@@ -137,7 +163,7 @@ fn reads_everything(framing: Framing, auth: Auth, secrets: Secrets, offset: &str
     .map(ToString::to_string)
     .collect();
     let before = system_now() + offset_s;
-    let out = gurux(port, framing, auth, &args);
+    let out = gurux(&target, framing, auth, &args);
     let after = system_now() + offset_s;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{framing:?} {auth:?}: the Gurux client failed: {stderr}");
@@ -200,11 +226,17 @@ fn gurux_reads_amid_simulate_over_the_wrapper_with_hls_gmac_from_a_meter_a_day_b
     reads_everything(Framing::Wrapper, Auth::HighGmac, Secrets::Flags, "-1d", -86_400);
 }
 
+/// HDLC on a serial line: a pty pair stands in for the optical probe's cable (no mode E opening).
+#[test]
+fn gurux_reads_amid_simulate_over_hdlc_on_a_pty_with_hls_gmac() {
+    reads_everything(Framing::Pty, Auth::HighGmac, Secrets::Flags, "0", 0);
+}
+
 #[test]
 fn amid_simulate_refuses_gurux_with_a_wrong_password_or_wrong_keys() {
     let dir = tempfile::tempdir().unwrap();
     for framing in [Framing::Hdlc, Framing::Wrapper] {
-        let (_sim, port) = simulate(framing, Secrets::Flags, "0", dir.path());
+        let (_sim, target) = simulate(framing, Secrets::Flags, "0", dir.path());
         let read = ["--read", "1-0:1.8.0:3"].map(String::from);
         let cases: [(Auth, Vec<String>); 3] = [
             (Auth::Low, vec!["--password".into(), "00000000".into()]),
@@ -213,13 +245,13 @@ fn amid_simulate_refuses_gurux_with_a_wrong_password_or_wrong_keys() {
         ];
         for (auth, wrong) in cases {
             let args: Vec<String> = read.iter().cloned().chain(wrong.iter().cloned()).collect();
-            let out = gurux(port, framing, auth, &args);
+            let out = gurux(&target, framing, auth, &args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{framing:?} {wrong:?} accepted: {stderr}");
             assert!(out.stdout.is_empty() && stderr.contains("gurux client:"), "{framing:?} {wrong:?}: {stderr}");
         }
         // The right secrets still work on the same simulator afterwards (the refusals did not wedge it).
-        let ok = gurux(port, framing, Auth::HighGmac, &["--read".into(), "1-0:1.8.0:3".into()]);
+        let ok = gurux(&target, framing, Auth::HighGmac, &["--read".into(), "1-0:1.8.0:3".into()]);
         assert!(ok.status.success(), "{framing:?}: {}", String::from_utf8_lossy(&ok.stderr));
     }
 }
