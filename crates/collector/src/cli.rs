@@ -55,7 +55,14 @@ enum Command {
         config: PathBuf,
     },
     /// Serve a simulated meter built from a profile (for tests, demos and commissioning).
-    Simulate(SimulateArgs),
+    ///
+    /// Modbus: tcp://127.0.0.1:5020 (Modbus TCP, or ?framing=rtu) or serial:///dev/pts/N. M-Bus: the same
+    /// URLs, several --address on one line. DLMS (e.g. --profile generic-iec62056): HDLC over
+    /// tcp://127.0.0.1:4059, the IEC 62056-47 wrapper with tcp://127.0.0.1:4059?framing=wrapper, or HDLC on
+    /// serial:///dev/pts/N (with --optical: mode E opening). The DLMS meter answers client 16 without
+    /// authentication, client 32 with the LLS password and client 48 with HLS-GMAC and glo-ciphering; it
+    /// holds a clock, registers, a 15-min load profile of --history-days and a disconnect control.
+    Simulate(Box<SimulateArgs>),
     /// Check or list device profiles.
     Profiles {
         #[command(subcommand)]
@@ -66,9 +73,10 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Try ami on this machine: simulated Modbus and M-Bus meters on loopback, the daemon polling them every
-    /// few seconds into its SQLite store and shipping the readings to an embedded ami-central, whose
-    /// dashboard URL it prints. Stops on Ctrl-C or after --duration.
+    /// Try ami on this machine: simulated Modbus, M-Bus and DLMS/COSEM meters on loopback (the DLMS meter
+    /// over HDLC with HLS-GMAC and glo-ciphering, its 15-minute load profile read incrementally), the daemon
+    /// polling them every few seconds into its SQLite store and shipping the readings to an embedded
+    /// ami-central, whose dashboard URL it prints. Stops on Ctrl-C or after --duration.
     Demo(crate::demo::DemoArgs),
 }
 
@@ -185,7 +193,7 @@ pub struct ScanArgs {
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
     /// Protocol of the frame.
-    #[arg(long, value_parser = ["modbus", "mbus"])]
+    #[arg(long, value_parser = ["modbus", "mbus", "dlms"])]
     protocol: String,
     /// The frame as hex (spaces, colons and 0x prefixes are ignored), e.g. "11 03 00 6B 00 03 76 87".
     #[arg(long, conflicts_with = "hex_file", required_unless_present = "hex_file")]
@@ -244,6 +252,9 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     if args.protocol == "mbus" {
         return crate::mbus_cli::decode(&bytes, args.format == Format::Json);
     }
+    if args.protocol == "dlms" {
+        return crate::dlms_cli::decode(&bytes, args.format == Format::Json);
+    }
     let framing = if args.framing == "tcp" { Framing::Tcp } else { Framing::Rtu };
     let direction = match args.direction.as_str() {
         "request" => Direction::Request,
@@ -269,7 +280,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub profile: String,
     /// Where to serve: tcp://127.0.0.1:5020 (Modbus TCP), tcp://127.0.0.1:5020?framing=rtu (RTU over TCP),
-    /// or serial:///dev/ttyS1 (RTU on a serial device or pty).
+    /// or serial:///dev/ttyS1 (RTU on a serial device or pty). DLMS: tcp://127.0.0.1:4059 (HDLC),
+    /// tcp://127.0.0.1:4059?framing=wrapper, serial:///dev/pts/N (HDLC).
     #[arg(long)]
     pub listen: String,
     /// Unit addresses to answer (repeat for several meters on one line; default: the profile's, else 1).
@@ -284,9 +296,10 @@ pub struct SimulateArgs {
     /// Probability (0..1) of corrupting a reply's checksum.
     #[arg(long, default_value_t = 0.0)]
     pub corrupt_rate: f64,
-    /// Random seed for values and faults.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Random seed for values and faults (default 1; DLMS: the model's household, default the simulator's,
+    /// 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Pin a value: NAME=NUMBER (repeatable), e.g. --set voltage_l1=230.
     #[arg(long = "set", value_name = "NAME=NUMBER")]
     pub set: Vec<String>,
@@ -296,6 +309,47 @@ pub struct SimulateArgs {
     /// M-Bus: drop every N-th reply (2 = every second one) to exercise the master's FCB retries.
     #[arg(long)]
     pub drop_every: Option<u32>,
+    /// DLMS: the LLS password of client 32 (default 00000000).
+    #[arg(long, help_heading = "DLMS")]
+    pub password: Option<String>,
+    /// DLMS: block cipher key (EK), 32 hex digits (default the Green Book test key 000102…0F).
+    #[arg(long, help_heading = "DLMS")]
+    pub block_key: Option<String>,
+    /// DLMS: authentication key (AK), 32 hex digits (default the Green Book test key D0D1…DF).
+    #[arg(long, help_heading = "DLMS")]
+    pub auth_key: Option<String>,
+    /// DLMS: take password and keys from a secrets file (the format of `[site] secrets` in amid.toml);
+    /// flags given as well win.
+    #[arg(long, help_heading = "DLMS")]
+    pub secrets: Option<PathBuf>,
+    /// DLMS: which `[meter.ID]` table of --secrets to use (needed when it holds several).
+    #[arg(long, help_heading = "DLMS")]
+    pub secrets_meter: Option<String>,
+    /// DLMS: the meter's system title, 16 hex digits (default "AMI", 0, then the serial).
+    #[arg(long, help_heading = "DLMS")]
+    pub system_title: Option<String>,
+    /// DLMS: the meter's serial number (0.0.96.1.0.255; default 12345678).
+    #[arg(long, help_heading = "DLMS")]
+    pub serial: Option<u32>,
+    /// DLMS: days of load profile history the meter holds (default 92).
+    #[arg(long, help_heading = "DLMS")]
+    pub history_days: Option<u32>,
+    /// DLMS: load profile capture period (default 15m).
+    #[arg(long, value_parser = parse_duration, help_heading = "DLMS")]
+    pub period: Option<Duration>,
+    /// DLMS: offset of the meter's clock from system time, e.g. -1d (the meter believes it is yesterday),
+    /// +90s, 0 (default). The meter's history is a function of absolute time, whatever the offset.
+    #[arg(long, allow_hyphen_values = true, help_heading = "DLMS")]
+    pub clock_offset: Option<String>,
+    /// DLMS: server logical address / wrapper wPort (default 1).
+    #[arg(long, help_heading = "DLMS")]
+    pub server_logical: Option<u16>,
+    /// DLMS: server physical address, the lower HDLC address (default 16 + serial % 100).
+    #[arg(long, help_heading = "DLMS")]
+    pub server_physical: Option<u16>,
+    /// DLMS: answer the IEC 62056-21 mode E sign-on first (an optical probe on a serial:// line).
+    #[arg(long, help_heading = "DLMS")]
+    pub optical: bool,
 }
 
 /// Entry point of the binary.
@@ -394,7 +448,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             crate::status::print(&cfg)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate(args) => crate::demo::simulate(args, shutdown_signal()).await,
+        Command::Simulate(args) => crate::demo::simulate(*args, shutdown_signal()).await,
         Command::Profiles { command: ProfilesCommand::Check { paths } } => profiles_check(&paths),
         Command::Profiles { command: ProfilesCommand::List } => profiles_list(),
         Command::Config { command: ConfigCommand::Example } => {

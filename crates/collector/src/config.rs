@@ -538,6 +538,17 @@ fn load_secrets(path: &Path, errors: &mut Vec<ConfigError>) -> HashMap<String, M
     out
 }
 
+/// Reads a secrets file on its own (`amid simulate --secrets`): every `[meter.ID]` table.
+pub fn read_secrets_file(path: &Path) -> Result<HashMap<String, MeterSecrets>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let secrets = load_secrets(path, &mut errors);
+    if errors.is_empty() {
+        Ok(secrets)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// Overlays the secrets from the environment (`AMI_SECRET_<ID>_*`) on those from the file.
 fn env_secrets(meter: &str, mut s: MeterSecrets, errors: &mut Vec<ConfigError>) -> MeterSecrets {
     let var = |name: &str| std::env::var(secret_env_var(meter, name)).ok();

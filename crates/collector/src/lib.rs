@@ -7,6 +7,8 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dlms;
+pub mod dlms_cli;
 pub mod mbus_cli;
 pub mod outbox;
 pub mod run;

@@ -42,6 +42,8 @@ pub struct MeterPlan {
     pub address: u8,
     /// The M-Bus view of the profile (record selections), for M-Bus meters.
     pub mbus: Option<Arc<ami_device::mbus::MbusProfile>>,
+    /// The resolved DLMS settings (profile view, addresses, authentication with secrets), for DLMS meters.
+    pub dlms: Option<Arc<crate::dlms::DlmsPlan>>,
 }
 
 impl MeterPlan {
@@ -75,6 +77,41 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
                 }
             },
         };
+        let at = |key: &str| format!("{}:{}: meter[{i}].{key}", config.path.display(), m.line);
+        let is_dlms = profile.protocol == ami_device::Protocol::Dlms;
+        if !is_dlms && m.dlms.any_set() {
+            errors.push(format!(
+                "{}: framing, client, server_logical, server_physical, authentication, ciphering, system_title \
+                 and optical are for DLMS meters; profile {} speaks {:?}",
+                at("profile"),
+                profile.id,
+                profile.protocol
+            ));
+            continue;
+        }
+        if is_dlms {
+            if m.address.is_some() || m.secondary.is_some() {
+                errors.push(format!(
+                    "{}: a DLMS meter is addressed with server_logical and server_physical (and client), not \
+                     address or secondary",
+                    at(if m.address.is_some() { "address" } else { "secondary" })
+                ));
+                continue;
+            }
+            let media = config.buses.iter().find(|b| b.id == m.bus).map(|b| &b.media);
+            let plan = ami_device::dlms::DlmsProfile::from_profile(&profile)
+                .map_err(|e| format!("{}: {e}", at("profile")))
+                .and_then(|dp| {
+                    crate::dlms::plan(m, &config.site.id, dp, media).map_err(|e| format!("{}: {e}", at("dlms")))
+                });
+            match plan {
+                Ok(p) => {
+                    out.push(MeterPlan { cfg: m.clone(), profile, address: 0, mbus: None, dlms: Some(Arc::new(p)) });
+                }
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         let address = m.address.or(profile.line.address).unwrap_or(1);
         let modbus = profile.protocol == ami_device::Protocol::Modbus;
         if modbus && address > 247 {
@@ -104,7 +141,7 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
         } else {
             None
         };
-        out.push(MeterPlan { cfg: m.clone(), profile, address, mbus });
+        out.push(MeterPlan { cfg: m.clone(), profile, address, mbus, dlms: None });
     }
     if errors.is_empty() {
         Ok(out)
@@ -115,9 +152,22 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
 
 /// What a store writer is handed.
 enum StoreMsg {
-    Poll { readings: Vec<StoredReading>, status: PollStatus },
+    Poll {
+        readings: Vec<StoredReading>,
+        status: PollStatus,
+    },
+    /// A load profile window and its new mark, committed together.
+    Intervals {
+        meter: String,
+        intervals: crate::dlms::Intervals,
+    },
     Counters(ami_link::BusStats),
-    CommandDone { id: i64, ok: bool, message: String, at_ms: i64 },
+    CommandDone {
+        id: i64,
+        ok: bool,
+        message: String,
+        at_ms: i64,
+    },
 }
 
 /// Totals reported at exit.
@@ -177,6 +227,14 @@ pub async fn run_with_clock(
                     store.finish_command(id, ok, &message, at_ms).context("store write failed")?;
                     continue;
                 }
+                StoreMsg::Intervals { meter, intervals } => {
+                    let n = store
+                        .insert_intervals(&intervals.readings, &meter, &intervals.profile, intervals.last_ms)
+                        .context("store write failed")?;
+                    stored += n as u64;
+                    tracing::debug!(meter = %meter, profile = %intervals.profile, new = n, "intervals committed");
+                    continue;
+                }
             };
             if status.error.is_none() {
                 ok += 1;
@@ -206,7 +264,8 @@ pub async fn run_with_clock(
         for m in &on_bus {
             routes.insert(m.cfg.id.clone(), cmd_tx.clone());
         }
-        let ctx = BusCtx { tx: tx.clone(), stop: stop_rx.clone(), commands: cmd_rx, clock: clock.clone() };
+        let ctx =
+            BusCtx { tx: tx.clone(), stop: stop_rx.clone(), commands: cmd_rx, clock: clock.clone(), db: db.clone() };
         tasks.push(tokio::spawn(bus_loop(bus.clone(), on_bus, ctx)));
     }
 
@@ -308,6 +367,8 @@ struct BusCtx {
     stop: watch::Receiver<bool>,
     commands: mpsc::Receiver<Command>,
     clock: Clock,
+    /// The site store (DLMS invocation counters and profile marks).
+    db: PathBuf,
 }
 
 struct MeterRun {
@@ -315,6 +376,37 @@ struct MeterRun {
     next: DateTime<Utc>,
     backoff: Backoff,
     failures: u32,
+    dlms: Option<DlmsRun>,
+}
+
+/// A DLMS meter's state in its bus task: its invocation counter and the last stored interval per load
+/// profile (loaded from the store at start, then advanced as windows are handed to the writer).
+struct DlmsRun {
+    counter: Result<Arc<dyn ami_protocols::dlms::client::InvocationCounter>, String>,
+    marks: HashMap<String, i64>,
+}
+
+impl DlmsRun {
+    fn open(db: &std::path::Path, plan: &MeterPlan, dlms: &crate::dlms::DlmsPlan) -> DlmsRun {
+        let counter = crate::dlms::counter(db, &plan.cfg.id, dlms);
+        let mut marks = HashMap::new();
+        match Store::open(db) {
+            Ok(store) => {
+                for lp in &dlms.profile.load_profiles {
+                    let key = lp.obis.to_string();
+                    match store.profile_mark(&plan.cfg.id, &key) {
+                        Ok(Some(ms)) => {
+                            marks.insert(key, ms);
+                        }
+                        Ok(None) => {}
+                        Err(e) => warn!(meter = %plan.cfg.id, "cannot read the load profile mark: {e}"),
+                    }
+                }
+            }
+            Err(e) => warn!(meter = %plan.cfg.id, "cannot read the load profile marks: {e}"),
+        }
+        DlmsRun { counter, marks }
+    }
 }
 
 /// The media a bus opens: a serial URL that names no line settings takes them from the profiles of the
@@ -379,7 +471,7 @@ async fn open_bus(cfg: &BusCfg, media: &MediaUrl, stop: &mut watch::Receiver<boo
 }
 
 async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
-    let BusCtx { tx, mut stop, mut commands, clock } = ctx;
+    let BusCtx { tx, mut stop, mut commands, clock, db } = ctx;
     let media = effective_media(&cfg, &meters);
     let Some(bus) = open_bus(&cfg, &media, &mut stop).await else { return };
     let master = Master::new(bus.clone(), cfg.framing);
@@ -392,6 +484,7 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
             next: next_slot(now, plan.cfg.interval),
             backoff: Backoff::new(Duration::from_secs(2), plan.cfg.interval.max(Duration::from_secs(2))),
             failures: 0,
+            dlms: plan.dlms.as_deref().map(|d| DlmsRun::open(&db, &plan, d)),
             plan,
         })
         .collect();
@@ -401,7 +494,7 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             Some(cmd) = commands.recv() => {
-                let done = run_command(&runs, &master, &cmd, &tx, &clock).await;
+                let done = run_command(&mut runs, (&master, &bus, bus_timeout, bus_retries), &cmd, &tx, &clock).await;
                 let (ok, message) = match done { Ok(m) => (true, m), Err(m) => (false, m) };
                 if ok { info!(id = cmd.id, "command done: {message}") } else { warn!(id = cmd.id, "command failed: {message}") }
                 let _ = tx.send(StoreMsg::CommandDone { id: cmd.id, ok, message, at_ms: clock().timestamp_millis() });
@@ -419,9 +512,12 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
             }
             let run = &mut runs[i];
             let m = &run.plan;
-            let outcome = match &m.mbus {
-                Some(mp) => poll_mbus(m, mp, &bus, bus_timeout, bus_retries, &clock).await,
-                None => poll_meter(m, &master, &clock).await,
+            let outcome = match (&m.mbus, &m.dlms, &mut run.dlms) {
+                (_, Some(plan), Some(state)) => {
+                    poll_dlms(m, plan, state, &bus, (bus_timeout, bus_retries), &tx, &clock).await
+                }
+                (Some(mp), _, _) => poll_mbus(m, mp, &bus, bus_timeout, bus_retries, &clock).await,
+                _ => poll_meter(m, &master, &clock).await,
             };
             let ended = clock();
             let status = PollStatus { meter: m.cfg.id.clone(), at: ended, error: outcome.as_ref().err().cloned() };
@@ -452,17 +548,86 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
     }
 }
 
+/// Polls a DLMS meter: the load profile windows go to the writer as they are read (each with its mark),
+/// the register values are returned like any poll's.
+async fn poll_dlms(
+    m: &MeterPlan,
+    plan: &crate::dlms::DlmsPlan,
+    state: &mut DlmsRun,
+    bus: &BusHandle,
+    (bus_timeout, retries): (Duration, u32),
+    tx: &std_mpsc::Sender<StoreMsg>,
+    clock: &Clock,
+) -> Result<Vec<StoredReading>, String> {
+    let counter = state.counter.clone()?;
+    let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(bus_timeout);
+    let mut ctx = crate::dlms::PollCtx {
+        bus,
+        meter: &m.cfg.id,
+        counter,
+        timeout,
+        retries,
+        marks: &mut state.marks,
+        now: clock(),
+    };
+    let poll = crate::dlms::poll(plan, &mut ctx).await?;
+    let mut intervals = 0;
+    for window in poll.intervals {
+        intervals += window.readings.len();
+        tx.send(StoreMsg::Intervals { meter: m.cfg.id.clone(), intervals: window })
+            .map_err(|_| "the store is closing".to_string())?;
+    }
+    if intervals > 0 {
+        info!(meter = %m.cfg.id, values = intervals, "load profile read");
+    }
+    if let Some(first) = poll.errors.first() {
+        warn!(meter = %m.cfg.id, missing = poll.errors.len(), "values not read, first: {first}");
+    }
+    let mut readings = poll.readings;
+    if !clock_trusted(clock()) {
+        for r in &mut readings {
+            r.reading.quality.clock_untrusted = true;
+        }
+    }
+    Ok(readings)
+}
+
 /// Runs one command on this bus; `Ok` carries the message for the operator.
 async fn run_command(
-    runs: &[MeterRun],
-    master: &Master,
+    runs: &mut [MeterRun],
+    (master, bus, bus_timeout, bus_retries): (&Master, &BusHandle, Duration, u32),
     cmd: &Command,
     tx: &std_mpsc::Sender<StoreMsg>,
     clock: &Clock,
 ) -> Result<String, String> {
-    let Some(m) = runs.iter().map(|r| &r.plan).find(|p| p.cfg.id == cmd.meter) else {
+    let Some(run) = runs.iter_mut().find(|r| r.plan.cfg.id == cmd.meter) else {
         return Err(format!("meter {:?} is not on this bus", cmd.meter));
     };
+    if let (Some(plan), Some(state)) = (run.plan.dlms.clone(), run.dlms.as_mut()) {
+        let m = &run.plan;
+        if cmd.action == Action::ReadNow {
+            let readings = poll_dlms(m, &plan, state, bus, (bus_timeout, bus_retries), tx, clock).await?;
+            let n = readings.len();
+            let status = PollStatus { meter: m.cfg.id.clone(), at: clock(), error: None };
+            tx.send(StoreMsg::Poll { readings, status }).map_err(|_| "the store is closing".to_string())?;
+            return Ok(format!("read {n} values"));
+        }
+        if cmd.action == Action::SetClock && !clock_trusted(clock()) {
+            return Err("the site clock is not trustworthy yet; the meter's clock was left alone".into());
+        }
+        let counter = state.counter.clone()?;
+        let mut ctx = crate::dlms::PollCtx {
+            bus,
+            meter: &m.cfg.id,
+            counter,
+            timeout: m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(bus_timeout),
+            retries: bus_retries,
+            marks: &mut state.marks,
+            now: clock(),
+        };
+        return crate::dlms::command(&plan, &mut ctx, &cmd.action).await;
+    }
+    let m = &run.plan;
     match &cmd.action {
         Action::ReadNow => {
             let readings = poll_meter(m, master, clock).await?;

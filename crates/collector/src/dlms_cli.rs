@@ -1,0 +1,260 @@
+//! DLMS/COSEM on the command line: `amid decode --protocol dlms` prints an HDLC frame, a wrapper frame or
+//! a bare APDU for a human, and `amid simulate` serves a simulated DLMS meter (`ami_sim::dlms`) over
+//! HDLC (TCP or a serial line / pty, optionally with the IEC 62056-21 mode E opening) or the TCP wrapper.
+
+use std::process::ExitCode;
+
+use ami_media::MediaUrl;
+use ami_protocols::dlms::security::Keys;
+use ami_sim::dlms::{DlmsFraming, DlmsMeter, DlmsMeterSpec};
+use anyhow::{anyhow, Context};
+use tracing::info;
+
+use crate::cli::SimulateArgs;
+use crate::config::{parse_key, parse_system_title};
+use crate::BadInput;
+
+/// `amid decode --protocol dlms`: an HDLC frame (`7E …`), a wrapper frame (`00 01 …`) or an APDU.
+pub fn decode(bytes: &[u8], as_json: bool) -> anyhow::Result<ExitCode> {
+    let _ = as_json;
+    let text = describe(bytes).map_err(|e| anyhow!(BadInput(format!("cannot decode DLMS bytes: {e}"))))?;
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A plain description (used until `ami_protocols::dlms::describe` prints each field by name).
+fn describe(bytes: &[u8]) -> Result<String, String> {
+    use ami_protocols::dlms::apdu::Apdu;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let apdu = match bytes.first() {
+        Some(0x7E) => {
+            let (frame, _) = ami_link::hdlc::Frame::decode(bytes)
+                .map_err(|e| format!("HDLC: {e}"))?
+                .ok_or("HDLC: incomplete frame")?;
+            let _ = writeln!(
+                out,
+                "HDLC frame, {} bytes: dest {:?}, src {:?}, control {:?}{}",
+                bytes.len(),
+                frame.dest,
+                frame.src,
+                frame.control,
+                if frame.segmented { ", segmented" } else { "" }
+            );
+            // I-frame information starts with the LLC header E6 E6 00 (to the server) or E6 E7 00.
+            match frame.info.as_slice() {
+                [] => return Ok(out),
+                [0xE6, 0xE6 | 0xE7, 0x00, rest @ ..] => rest.to_vec(),
+                other => other.to_vec(),
+            }
+        }
+        Some(0x00) if bytes.get(1) == Some(&0x01) => {
+            let (header, apdu, _) = ami_link::wrapper::decode(bytes)
+                .map_err(|e| format!("wrapper: {e}"))?
+                .ok_or("wrapper: incomplete frame")?;
+            let _ = writeln!(
+                out,
+                "wrapper (IEC 62056-47): source wPort {}, destination wPort {}, length {}",
+                header.source, header.destination, header.length
+            );
+            apdu
+        }
+        Some(_) => bytes.to_vec(),
+        None => return Err("no bytes".into()),
+    };
+    match Apdu::decode(&apdu) {
+        Ok(a) => {
+            let _ = writeln!(out, "APDU: {a:#?}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "APDU ({} bytes) does not decode: {e}", apdu.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `?framing=hdlc|wrapper` off a listen URL (the media layer knows only rtu|tcp).
+pub fn split_framing(listen: &str) -> Result<(String, Option<DlmsFraming>), String> {
+    let Some((base, query)) = listen.split_once('?') else { return Ok((listen.to_string(), None)) };
+    let mut framing = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("framing", "hdlc")) => framing = Some(DlmsFraming::Hdlc),
+            Some(("framing", "wrapper")) => framing = Some(DlmsFraming::Wrapper),
+            Some(("framing", other)) => return Err(format!("framing {other:?} (expected hdlc or wrapper)")),
+            _ => rest.push(kv),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, framing))
+}
+
+/// Parses a clock offset such as `-1d`, `+2h`, `90s`, `0`.
+pub fn parse_offset(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let (sign, rest) = match t.strip_prefix('-') {
+        Some(r) => (-1i64, r),
+        None => (1, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let d = crate::config::parse_duration(rest)?;
+    let secs = i64::try_from(d.as_secs()).map_err(|_| format!("{s:?} is too large"))?;
+    Ok(sign * secs)
+}
+
+/// The simulated meter's spec from `amid simulate` flags: the sim's defaults (serial 12345678, the Green
+/// Book test keys, password `00000000`) unless a flag or the secrets file says otherwise.
+pub fn sim_spec(args: &SimulateArgs) -> anyhow::Result<DlmsMeterSpec> {
+    let bad = |m: String| anyhow!(BadInput(m));
+    let mut spec = match args.serial {
+        Some(serial) => DlmsMeterSpec::for_serial(serial),
+        None => DlmsMeterSpec::default(),
+    };
+    if let Some(seed) = args.seed {
+        spec.seed = seed;
+    }
+    if let Some(path) = &args.secrets {
+        let all = crate::config::read_secrets_file(path).map_err(|e| bad(e.to_string()))?;
+        let chosen = match &args.secrets_meter {
+            Some(id) => all.get(id).ok_or_else(|| bad(format!("{}: no [meter.{id}] table", path.display())))?,
+            None if all.len() == 1 => all.values().next().ok_or_else(|| bad("empty secrets file".into()))?,
+            None => {
+                return Err(bad(format!(
+                    "{} holds {} meters: name one with --secrets-meter ID",
+                    path.display(),
+                    all.len()
+                )))
+            }
+        };
+        if let Some(p) = &chosen.password {
+            spec.password.clone_from(p);
+        }
+        if let Some(k) = chosen.block_cipher_key {
+            spec.keys.block_cipher_key = k;
+        }
+        if let Some(k) = chosen.authentication_key {
+            spec.keys.authentication_key = k;
+        }
+    }
+    if let Some(p) = &args.password {
+        spec.password = p.as_bytes().to_vec();
+    }
+    if let Some(k) = &args.block_key {
+        spec.keys.block_cipher_key = parse_key(k).map_err(|e| bad(format!("--block-key: {e}")))?;
+    }
+    if let Some(k) = &args.auth_key {
+        spec.keys.authentication_key = parse_key(k).map_err(|e| bad(format!("--auth-key: {e}")))?;
+    }
+    if let Some(t) = &args.system_title {
+        spec.system_title = parse_system_title(t).map_err(|e| bad(format!("--system-title: {e}")))?;
+    }
+    if let Some(d) = args.history_days {
+        if d == 0 || d > 3660 {
+            return Err(bad(format!("--history-days {d}: expected 1..=3660")));
+        }
+        spec.history_days = d;
+    }
+    if let Some(o) = &args.clock_offset {
+        spec.clock_offset_s = parse_offset(o).map_err(|e| bad(format!("--clock-offset: {e}")))?;
+    }
+    if let Some(p) = args.server_physical {
+        if p > 0x3FFF {
+            return Err(bad(format!("--server-physical {p}: expected 0..=16383")));
+        }
+        spec.server_physical = p;
+    }
+    if let Some(l) = args.server_logical {
+        if l == 0 || l > 0x3FFF {
+            return Err(bad(format!("--server-logical {l}: expected 1..=16383")));
+        }
+        spec.server_logical = l;
+    }
+    if let Some(p) = args.period {
+        let p = u32::try_from(p.as_secs()).unwrap_or(0);
+        if p == 0 || 86_400 % p != 0 {
+            return Err(bad("--period must divide a day (e.g. 15m, 30m, 1h)".into()));
+        }
+        spec.period_s = p;
+    }
+    let _: &Keys = &spec.keys;
+    Ok(spec)
+}
+
+/// `amid simulate` for a DLMS profile.
+pub async fn simulate(
+    args: &SimulateArgs,
+    profile: &ami_device::Profile,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    let (listen, framing) = split_framing(&args.listen).map_err(|e| anyhow!(BadInput(format!("--listen: {e}"))))?;
+    let url: MediaUrl = listen.parse().map_err(|e: ami_media::UrlError| anyhow!(BadInput(e.to_string())))?;
+    let framing = framing.unwrap_or(DlmsFraming::Hdlc);
+    if !args.addresses.is_empty() {
+        return Err(anyhow!(BadInput(
+            "--address is for Modbus and M-Bus; a DLMS meter takes --server-logical and --server-physical".into()
+        )));
+    }
+    let spec = sim_spec(args)?;
+    if framing == DlmsFraming::Wrapper && (args.optical || matches!(url, MediaUrl::Serial { .. })) {
+        return Err(anyhow!(BadInput(
+            "the wrapper (IEC 62056-47) runs over TCP only; use HDLC on serial lines".into()
+        )));
+    }
+    let meter = DlmsMeter::new(spec.clone());
+    if let Some(delay) = args.delay {
+        meter.set_faults(ami_sim::dlms::DlmsFaults { delay, ..Default::default() });
+    }
+    let framing_name = match framing {
+        DlmsFraming::Hdlc => "HDLC",
+        DlmsFraming::Wrapper => "wrapper",
+    };
+    let describe = |at: &str| {
+        format!(
+            "simulating {} (DLMS, {framing_name}{}) at {at}, serial {}, server logical {} physical {}, clients 16 \
+             (none), 32 (low), 48 (high-gmac + ciphering), system title {}, clock offset {} s, {} days of {}-s \
+             profile",
+            profile.id,
+            if args.optical { ", mode E" } else { "" },
+            spec.serial,
+            spec.server_logical,
+            spec.server_physical,
+            spec.system_title.iter().map(|b| format!("{b:02X}")).collect::<String>(),
+            spec.clock_offset_s,
+            spec.history_days,
+            spec.period_s,
+        )
+    };
+    let serve = async {
+        match &url {
+            MediaUrl::Tcp { host, port, .. } => {
+                if args.optical {
+                    return Err(anyhow!(BadInput("--optical needs a serial:// listen URL".into())));
+                }
+                let listener = tokio::net::TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .with_context(|| format!("cannot listen on {url}"))?;
+                let local = listener.local_addr()?;
+                let q = if framing == DlmsFraming::Wrapper { "?framing=wrapper" } else { "" };
+                println!("{}", describe(&format!("tcp://{local}{q}")));
+                ami_sim::dlms::serve_tcp(listener, meter, framing).await.context("simulator stopped")
+            }
+            MediaUrl::Serial { path, settings, .. } => {
+                println!("{}", describe(&url.to_string()));
+                ami_sim::dlms::serve_serial(path, settings, meter, framing, args.optical)
+                    .await
+                    .with_context(|| format!("simulator on {url} stopped"))
+            }
+        }
+    };
+    tokio::select! {
+        r = serve => r?,
+        () = shutdown => info!("simulator stopped"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
