@@ -9,7 +9,8 @@
 //! names, selective access, `Data` values pretty-printed (date-times as ISO 8601 with the UTC offset,
 //! octet strings as hex and, when they are one, as an OBIS code or a date-time), data blocks, errors by
 //! name, and glo-ciphered envelopes (security control, invocation counter, payload length — never
-//! decrypted). Segmented HDLC frames are reassembled and the APDU is described after its last segment.
+//! decrypted), and data-notification pushes (HAN ports). Segmented HDLC frames are reassembled and the
+//! APDU is described after its last segment.
 //!
 //! An LLS password (AARQ calling-authentication-value with mechanism 1) and a dedicated key are never
 //! printed, only their lengths.
@@ -372,6 +373,11 @@ fn apdu_block(out: &mut String, bytes: &[u8], indent: &str) -> Vec<Vec<u8>> {
         let _ = writeln!(out, "{indent}APDU: none (empty)");
         return Vec::new();
     }
+    if bytes.first() == Some(&15) {
+        if let Some(()) = data_notification(out, bytes, indent) {
+            return Vec::new();
+        }
+    }
     match Apdu::decode(bytes) {
         Ok(apdu) => {
             let mut w = Writer { out, indent: indent.to_string(), secrets: Vec::new() };
@@ -387,6 +393,51 @@ fn apdu_block(out: &mut String, bytes: &[u8], indent: &str) -> Vec<Vec<u8>> {
             Vec::new()
         }
     }
+}
+
+/// A data-notification push (tag 15, Green Book §9.3.10): long-invoke-id-and-priority (4 bytes), an
+/// optional date-time (an octet string without its tag: `0C` and 12 bytes, or `00` when absent; some meters
+/// add a stray `09` tag), and the notification body, one `Data`. `None` when the bytes are not one.
+fn data_notification(out: &mut String, bytes: &[u8], indent: &str) -> Option<()> {
+    let id = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?);
+    let mut at = 5;
+    let mut stray_tag = false;
+    if bytes.get(at) == Some(&0x09) && bytes.get(at + 1) == Some(&0x0C) {
+        stray_tag = true;
+        at += 1;
+    }
+    let time = match bytes.get(at)? {
+        0x00 => {
+            at += 1;
+            None
+        }
+        0x0C => {
+            let dt = DateTime::from_bytes(bytes.get(at + 1..at + 13)?)?;
+            at += 13;
+            Some(dt)
+        }
+        _ => return None,
+    };
+    let (body, used) = Data::decode(bytes.get(at..)?).ok()?;
+    if at + used != bytes.len() {
+        return None;
+    }
+    let mut w = Writer { out, indent: indent.to_string(), secrets: Vec::new() };
+    w.line("APDU: data-notification (15, 0x0F)");
+    w.nested(|w| {
+        w.line(format!("long invoke id: {} (0x{id:08X})", id & 0x00FF_FFFF));
+        match time {
+            Some(dt) => w.line(format!(
+                "date-time:      {}{}",
+                datetime_text(&dt),
+                if stray_tag { " (sent with a stray octet-string tag 09)" } else { "" }
+            )),
+            None => w.line("date-time:      absent"),
+        }
+        w.line("notification body:");
+        w.nested(|w| w.data(&body, 0));
+    });
+    Some(())
 }
 
 /// The name of an APDU tag, for tags this layer does not decode too.
@@ -1518,10 +1569,27 @@ mod tests {
         has(&describe(&bytes("FF FF")), "APDU: not decoded");
     }
 
+    /// A data-notification pushed by a Kaifa MA304 on its HAN port (published on the Gurux forum, node
+    /// 23817): no client address, a 2-byte source, and a date-time sent with a stray octet-string tag.
+    const KAIFA_PUSH: &str = "7e a0 9a 01 00 01 10 12 10 e6 e7 00 0f 40 00 00 00 09 0c 07 e7 0a 14 05 12 3a 0f ff ff c4 00 02 12 09 07 4b 46 4d 5f 30 30 31 09 10 37 33 34 30 31 35 37 30 33 30 39 30 34 30 34 35 09 07 4d 41 33 30 34 48 34 06 00 00 01 a9 06 00 00 00 00 06 00 00 00 00 06 00 00 00 04 06 00 00 00 61 06 00 00 01 ac 06 00 00 05 c4 06 00 00 08 fa 06 00 00 08 fe 06 00 00 09 0f 09 0c 07 e7 0a 14 05 12 3a 0f ff ff c4 00 06 00 07 4b b5 06 00 00 00 00 06 00 00 64 3c 06 00 02 6e f6 4b 0b 7e";
+
+    #[test]
+    fn a_captured_push_frame_is_framed_and_named() {
+        let text = describe(&bytes(KAIFA_PUSH));
+        has(&text, "HDLC frame 1 (bytes 0..156)");
+        has(&text, "checks:      HCS/FCS ok");
+        has(&text, "LLC:         E6 E7 00 (server → client)");
+        has(&text, "control:     I(N(S)=0, N(R)=0, P=1) (0x10)");
+        has(&text, "APDU: data-notification (15, 0x0F)");
+        has(&text, "date-time:      2023-10-20T18:58:15+01:00 (deviation -60 min) (sent with a stray");
+        has(&text, "octet-string (7 bytes) 4B 46 4D 5F 30 30 31 = \"KFM_001\"");
+        has(&text, "double-long-unsigned 425");
+    }
+
     #[test]
     #[ignore = "prints the descriptions of the test vectors"]
     fn show() {
-        for v in [SNRM, AARQ, GET, AARQ_LLS, ACTION_WRAPPED, GET_RANGE_WRAPPED] {
+        for v in [SNRM, AARQ, GET, AARQ_LLS, ACTION_WRAPPED, GET_RANGE_WRAPPED, KAIFA_PUSH] {
             println!("{}", describe(&bytes(v)));
         }
     }
