@@ -694,7 +694,14 @@ fn profiles_list() -> anyhow::Result<ExitCode> {
         }
     }
     for (id, (p, f)) in &seen {
+        let dlms = (p.protocol == ami_device::Protocol::Dlms)
+            .then(|| ami_device::dlms::DlmsProfile::from_profile(p).ok())
+            .flatten();
         let values = match ami_device::mbus::MbusProfile::from_profile(p) {
+            _ if dlms.is_some() => {
+                let d = dlms.as_ref().map_or((0, 0), |d| (d.values.len(), d.load_profiles.len()));
+                format!("{} values, {} load profile{}", d.0, d.1, if d.1 == 1 { "" } else { "s" })
+            }
             Ok(m) if p.protocol == ami_device::Protocol::Mbus => {
                 if m.all_records {
                     "every record".to_string()

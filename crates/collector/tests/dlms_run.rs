@@ -542,3 +542,44 @@ fn config_check_names_the_missing_secret_and_never_prints_one() {
     assert!(err.contains("AMI_SECRET_GRID_BLOCK_CIPHER_KEY") && err.contains("32 hex digits"), "{err}");
     assert!(!err.contains("C0FFEE"), "{err}");
 }
+
+#[test]
+fn an_optical_probe_on_a_serial_line_opens_with_mode_e_and_reads_the_meter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_socat, a, b) = pty_pair(dir.path());
+    let mut sim = amid()
+        .args(["simulate", "--profile", "generic-iec62056", "--listen", &format!("serial://{}", b.display())])
+        .args(["--optical", "--password", "s3cret-pw"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut sim, "simulating");
+    let _sim = Proc(sim);
+    let config = dir.path().join("amid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"opt\"\ndata_dir = \"data\"\n[[bus]]\nid = \"probe\"\nmedia = \"serial://{}\"\ntimeout = \"2s\"\n\
+             [[meter]]\nid = \"m\"\nbus = \"probe\"\nprofile = \"generic-iec62056\"\ninterval = \"1s\"\noptical = true\n\
+             client = 32\nauthentication = \"low\"\nprofile_backfill = \"2h\"\n",
+            a.display()
+        ),
+    )
+    .unwrap();
+    let daemon = start_daemon(&config, &[("AMI_SECRET_M_PASSWORD", "s3cret-pw")]);
+    let store = db(dir.path());
+    let polls = || query_i64(&store, "SELECT reads_ok FROM meter_status WHERE meter = 'm'");
+    // One poll: the simulator does not go back to waiting for a mode E sign-on after the HDLC DISC (a real
+    // meter's optical port does), so later polls of the same simulator are not part of this test.
+    wait_until(30, "a poll over the optical probe", || polls() >= 1);
+    let log = daemon.stop();
+    assert!(!log.iter().any(|l| l.contains("s3cret")), "the password in the log");
+    // profile_backfill = 2h: the first read reached back two hours, no further.
+    let intervals = query_i64(&store, "SELECT COUNT(*) FROM readings WHERE meter = 'm' AND name = 'obis_1_0_1_8_0'");
+    assert!((8..=9).contains(&intervals), "{intervals}");
+    let unit: String = rusqlite::Connection::open(&store)
+        .unwrap()
+        .query_row("SELECT unit FROM readings WHERE meter = 'm' AND name = 'voltage_l1' LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(unit, "V");
+}
