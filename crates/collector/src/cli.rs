@@ -139,8 +139,9 @@ pub struct MeterArgs {
     /// Unit / slave address (default: the profile's default address, else 1).
     #[arg(long)]
     pub address: Option<u8>,
-    /// Modbus framing; default rtu on serial and tcp://…?framing=rtu, tcp otherwise.
-    #[arg(long, value_parser = ["rtu", "tcp"])]
+    /// Modbus framing (rtu, tcp); default rtu on serial and tcp://…?framing=rtu, tcp otherwise. DLMS: hdlc
+    /// (default) or wrapper.
+    #[arg(long, value_parser = ["rtu", "tcp", "hdlc", "wrapper"])]
     pub framing: Option<String>,
     /// Per-attempt reply timeout (e.g. 500ms); default: the profile's, else 1s.
     #[arg(long, value_parser = parse_duration)]
@@ -148,6 +149,48 @@ pub struct MeterArgs {
     /// Retries after the first attempt.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+    /// DLMS association settings (defaults: the profile's).
+    #[command(flatten)]
+    pub dlms: DlmsArgs,
+}
+
+/// How to associate with a DLMS meter from the command line. Passwords and keys come from the environment
+/// (`AMI_SECRET_<METER_ID>_PASSWORD`, `…_BLOCK_CIPHER_KEY`, `…_AUTHENTICATION_KEY`) or a secrets file, never
+/// from arguments (they would show in `ps`).
+#[derive(Args, Debug, Default)]
+pub struct DlmsArgs {
+    /// DLMS: client SAP (16 public, 32 low, 48 high; default the profile's).
+    #[arg(long, help_heading = "DLMS")]
+    pub client: Option<u16>,
+    /// DLMS: server logical address (default the profile's, usually 1).
+    #[arg(long, help_heading = "DLMS")]
+    pub server_logical: Option<u16>,
+    /// DLMS: server physical address, the lower HDLC address.
+    #[arg(long, help_heading = "DLMS")]
+    pub server_physical: Option<u16>,
+    /// DLMS: none, low (password) or high-gmac.
+    #[arg(long, help_heading = "DLMS")]
+    pub authentication: Option<String>,
+    /// DLMS: glo-ciphering (security suite 0) on.
+    #[arg(long, help_heading = "DLMS")]
+    pub ciphering: bool,
+    /// DLMS: this client's system title, 16 hex digits.
+    #[arg(long, help_heading = "DLMS")]
+    pub system_title: Option<String>,
+    /// DLMS: open an optical probe with the IEC 62056-21 mode E sign-on.
+    #[arg(long, help_heading = "DLMS")]
+    pub optical: bool,
+    /// DLMS: a secrets file (`[meter.ID]` tables, as in amid.toml's `[site] secrets`); the table is the
+    /// one of --meter-id.
+    #[arg(long, help_heading = "DLMS")]
+    pub secrets: Option<PathBuf>,
+    /// DLMS: where the command line keeps its invocation counters (strictly increasing per system title).
+    /// Default: $XDG_STATE_HOME/ami/amid-cli.db, else ~/.local/state/ami/amid-cli.db.
+    #[arg(long, help_heading = "DLMS")]
+    pub counter_store: Option<PathBuf>,
+    /// DLMS: how far back to read the load profiles (e.g. 1d); default: no load profile.
+    #[arg(long, value_parser = parse_duration, help_heading = "DLMS")]
+    pub profile_since: Option<Duration>,
 }
 
 /// `amid control` arguments.
@@ -155,6 +198,9 @@ pub struct MeterArgs {
 pub struct ControlArgs {
     #[command(flatten)]
     meter: MeterArgs,
+    /// Meter id (DLMS: names the secrets, `AMI_SECRET_<ID>_*`).
+    #[arg(long, default_value = "meter")]
+    pub meter_id: String,
     /// The control's name in the profile (e.g. relay).
     #[arg(long)]
     name: String,
@@ -528,6 +574,9 @@ async fn open_meter(args: &MeterArgs) -> anyhow::Result<OpenedMeter> {
 }
 
 async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Dlms {
+        return crate::dlms_cli::control(&args.meter, &args.meter_id, &args.name, args.state == "on").await;
+    }
     let m = open_meter(&args.meter).await?;
     if m.profile.control(&args.name).is_none() {
         let known: Vec<&str> = m.profile.controls.iter().map(|c| c.name.as_str()).collect();
@@ -547,6 +596,10 @@ async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Dlms {
+        let (readings, errors) = crate::dlms_cli::read(&args.meter, &args.meter_id).await?;
+        return print_read(&args, ReadResult { readings, errors });
+    }
     let OpenedMeter { profile, master, unit, media, timeout, retries } = open_meter(&args.meter).await?;
     let outcome = if profile.protocol == ami_device::Protocol::Mbus {
         let mp = ami_device::mbus::MbusProfile::from_profile(&profile).map_err(|e| anyhow!(BadInput(e.to_string())))?;
@@ -570,6 +623,10 @@ async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow!("meter {} at {media} address {unit}: {e}", args.meter_id))?;
         ReadResult { readings: o.readings, errors: o.errors.iter().map(ToString::to_string).collect() }
     };
+    print_read(&args, outcome)
+}
+
+fn print_read(args: &ReadArgs, outcome: ReadResult) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Json => {
             for r in &outcome.readings {

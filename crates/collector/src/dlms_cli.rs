@@ -10,7 +10,7 @@ use ami_sim::dlms::{DlmsFraming, DlmsMeter, DlmsMeterSpec};
 use anyhow::{anyhow, Context};
 use tracing::info;
 
-use crate::cli::SimulateArgs;
+use crate::cli::{MeterArgs, SimulateArgs};
 use crate::config::{parse_key, parse_system_title};
 use crate::BadInput;
 
@@ -256,5 +256,177 @@ pub async fn simulate(
         r = serve => r?,
         () = shutdown => info!("simulator stopped"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The default state file of the command line's invocation counters.
+fn default_state() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("ami").join("amid-cli.db")
+}
+
+/// A DLMS meter opened from the command line: its plan, a bus, the counter, timing.
+struct CliMeter {
+    plan: crate::dlms::DlmsPlan,
+    bus: ami_link::BusHandle,
+    counter: std::sync::Arc<dyn ami_protocols::dlms::client::InvocationCounter>,
+    timeout: std::time::Duration,
+    retries: u32,
+    media: MediaUrl,
+}
+
+async fn open_cli(args: &MeterArgs, meter_id: &str) -> anyhow::Result<CliMeter> {
+    use crate::config::{DlmsAuthCfg, DlmsFramingCfg, DlmsMeterCfg, MeterCfg, MeterSecrets};
+    let bad = |m: String| anyhow!(BadInput(m));
+    let profile = crate::cli::load_profile(&args.profile)?;
+    let dp = ami_device::dlms::DlmsProfile::from_profile(&profile).map_err(|e| bad(e.to_string()))?;
+    let (listen, url_framing) = split_framing(&args.media).map_err(|e| bad(format!("--media: {e}")))?;
+    let media: MediaUrl = listen.parse().map_err(|e: ami_media::UrlError| bad(e.to_string()))?;
+    let d = &args.dlms;
+    let framing = match args.framing.as_deref() {
+        Some("wrapper") => Some(DlmsFramingCfg::Wrapper),
+        Some("hdlc") => Some(DlmsFramingCfg::Hdlc),
+        Some(other) => return Err(bad(format!("--framing {other}: a DLMS meter takes hdlc or wrapper"))),
+        None => url_framing.map(|f| match f {
+            DlmsFraming::Hdlc => DlmsFramingCfg::Hdlc,
+            DlmsFraming::Wrapper => DlmsFramingCfg::Wrapper,
+        }),
+    };
+    let authentication = match &d.authentication {
+        Some(a) => Some(
+            DlmsAuthCfg::parse(a)
+                .ok_or_else(|| bad(format!("--authentication {a}: expected none, low or high-gmac")))?,
+        ),
+        None => None,
+    };
+    let system_title = match &d.system_title {
+        Some(t) => Some(parse_system_title(t).map_err(|e| bad(format!("--system-title: {e}")))?),
+        None => None,
+    };
+    if args.address.is_some() {
+        return Err(bad(
+            "--address is for Modbus and M-Bus; a DLMS meter takes --server-logical and --server-physical".into(),
+        ));
+    }
+    let mut secrets = match &d.secrets {
+        Some(path) => {
+            let mut all = crate::config::read_secrets_file(path).map_err(|e| bad(e.to_string()))?;
+            all.remove(meter_id).unwrap_or_default()
+        }
+        None => MeterSecrets::default(),
+    };
+    let var = |name: &str| std::env::var(crate::config::secret_env_var(meter_id, name)).ok();
+    if let Some(p) = var("password") {
+        secrets.password = Some(p.into_bytes());
+    }
+    if let Some(k) = var("block_cipher_key") {
+        secrets.block_cipher_key = Some(
+            parse_key(&k)
+                .map_err(|e| bad(format!("{}: {e}", crate::config::secret_env_var(meter_id, "block_cipher_key"))))?,
+        );
+    }
+    if let Some(k) = var("authentication_key") {
+        secrets.authentication_key = Some(
+            parse_key(&k)
+                .map_err(|e| bad(format!("{}: {e}", crate::config::secret_env_var(meter_id, "authentication_key"))))?,
+        );
+    }
+    let cfg = MeterCfg {
+        id: meter_id.to_string(),
+        bus: "cli".into(),
+        profile: args.profile.clone(),
+        address: None,
+        secondary: None,
+        interval: std::time::Duration::from_secs(900),
+        timeout: args.timeout,
+        dlms: DlmsMeterCfg {
+            framing,
+            client: d.client,
+            server_logical: d.server_logical,
+            server_physical: d.server_physical,
+            authentication,
+            ciphering: d.ciphering.then_some(true),
+            system_title,
+            optical: d.optical.then_some(true),
+            profile_backfill: d.profile_since.unwrap_or(crate::config::DEFAULT_PROFILE_BACKFILL),
+        },
+        secrets,
+        line: 0,
+    };
+    let plan = crate::dlms::plan(&cfg, "amid-cli", dp, Some(&media)).map_err(bad)?;
+    let counter: std::sync::Arc<dyn ami_protocols::dlms::client::InvocationCounter> = if plan.needs_counter() {
+        let state = d.counter_store.clone().unwrap_or_else(default_state);
+        if let Some(dir) = state.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Keyed by system title: the meter counts per client system title.
+        let title = plan
+            .settings
+            .ciphering
+            .as_ref()
+            .map(|c| c.system_title.iter().map(|b| format!("{b:02X}")).collect::<String>())
+            .unwrap_or_default();
+        let store = crate::store::InvocationCounterStore::open(&state, &title)
+            .with_context(|| format!("cannot open the invocation counter store {}", state.display()))?;
+        std::sync::Arc::new(crate::dlms::StoreCounter(store))
+    } else {
+        std::sync::Arc::new(ami_protocols::dlms::client::MemoryCounter::new(1))
+    };
+    let timeout = args
+        .timeout
+        .or(profile.line.timeout_ms.map(std::time::Duration::from_millis))
+        .unwrap_or(std::time::Duration::from_secs(3));
+    let transport = ami_media::open(&media).await.with_context(|| format!("cannot open {media}"))?;
+    let bus = ami_link::Bus::spawn(
+        transport,
+        ami_link::BusConfig { id: "cli".into(), timeout, retries: args.retries, ..ami_link::BusConfig::default() },
+    );
+    Ok(CliMeter { plan, bus, counter, timeout, retries: args.retries, media })
+}
+
+/// `amid read` of a DLMS meter: every value of the profile, and with `--profile-since` its load profiles.
+pub async fn read(args: &MeterArgs, meter_id: &str) -> anyhow::Result<(Vec<ami_device::Reading>, Vec<String>)> {
+    let mut m = open_cli(args, meter_id).await?;
+    if args.dlms.profile_since.is_none() {
+        std::sync::Arc::make_mut(&mut m.plan.profile).load_profiles.clear();
+    }
+    let mut marks = std::collections::HashMap::new();
+    let mut ctx = crate::dlms::PollCtx {
+        bus: &m.bus,
+        meter: meter_id,
+        counter: m.counter.clone(),
+        timeout: m.timeout,
+        retries: m.retries,
+        marks: &mut marks,
+        now: chrono::Utc::now(),
+    };
+    let poll =
+        crate::dlms::poll(&m.plan, &mut ctx).await.map_err(|e| anyhow!("meter {meter_id} at {}: {e}", m.media))?;
+    let mut readings: Vec<ami_device::Reading> = poll.readings.into_iter().map(|r| r.reading).collect();
+    for w in poll.intervals {
+        readings.extend(w.readings.into_iter().map(|r| r.reading));
+    }
+    Ok((readings, poll.errors))
+}
+
+/// `amid control` of a DLMS meter: the profile's disconnect control.
+pub async fn control(args: &MeterArgs, meter_id: &str, name: &str, on: bool) -> anyhow::Result<ExitCode> {
+    let m = open_cli(args, meter_id).await?;
+    let mut marks = std::collections::HashMap::new();
+    let mut ctx = crate::dlms::PollCtx {
+        bus: &m.bus,
+        meter: meter_id,
+        counter: m.counter.clone(),
+        timeout: m.timeout,
+        retries: m.retries,
+        marks: &mut marks,
+        now: chrono::Utc::now(),
+    };
+    let action = ami_wire::Action::Control { name: name.to_string(), on };
+    let msg = crate::dlms::command(&m.plan, &mut ctx, &action).await.map_err(|e| anyhow!("{e}"))?;
+    println!("{msg} at {}", m.media);
     Ok(ExitCode::SUCCESS)
 }
