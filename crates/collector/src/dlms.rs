@@ -369,16 +369,18 @@ async fn read_load_profile(
     let key = lp.obis.to_string();
     let backfill = i64::try_from(plan.backfill.as_secs()).unwrap_or(i64::MAX);
     // (mark, now]: the first second after the last stored entry. First contact: the backfill.
-    let mut from = match ctx.marks.get(&key) {
+    let from = match ctx.marks.get(&key) {
         Some(&ms) => ms.div_euclid(1000) + 1,
         None => meter_now.saturating_sub(backfill),
     };
-    from = from.max(meter_now.saturating_sub(MAX_CATCH_UP_S.max(backfill)));
     let until = meter_now.min(from.saturating_add(MAX_CATCH_UP_S));
     if from > until {
         return Ok(());
     }
-    let (columns, _period) = session.profile_columns(ln(lp.obis)).await?;
+    let (columns, period) = session.profile_columns(ln(lp.obis)).await?;
+    // A window that ends this long before the meter's now and holds no entry never will (the meter was off,
+    // or its memory does not reach back that far): the mark moves past it so the catch-up goes on.
+    let settled = i64::from(period.unwrap_or(lp.period_s)).saturating_mul(2);
     let capture: Vec<(u16, Obis, i8)> = columns.iter().map(|c| (c.class_id, Obis(c.instance), c.attribute)).collect();
     let (selected, missing) = lp.select_columns(&capture);
     if !missing.is_empty() {
@@ -406,6 +408,7 @@ async fn read_load_profile(
     let kinds: HashMap<Obis, ValueKind> = plan.profile.values.iter().map(|v| (v.obis, v.kind)).collect();
     let mut mark = ctx.marks.get(&key).copied();
     let mut window_from = from;
+    let mut skipped: Option<(i64, i64)> = None;
     while window_from <= until {
         let window_to = until.min(window_from.saturating_add(PROFILE_WINDOW_S - 1));
         let profile = session.read_profile(ln(lp.obis), window_from, window_to).await?;
@@ -453,8 +456,18 @@ async fn read_load_profile(
             mark = Some(l);
             ctx.marks.insert(key.clone(), l);
             out.push(Intervals { profile: key.clone(), readings, last_ms: l });
+        } else if mark.is_some() && window_to < meter_now.saturating_sub(settled) {
+            let l = window_to.saturating_mul(1000);
+            skipped = Some((skipped.map_or(window_from, |(f, _)| f), window_to));
+            mark = Some(l);
+            ctx.marks.insert(key.clone(), l);
+            out.push(Intervals { profile: key.clone(), readings: Vec::new(), last_ms: l });
         }
         window_from = window_to.saturating_add(1);
+    }
+    if let Some((f, t)) = skipped {
+        let at = |s: i64| Utc.timestamp_opt(s, 0).single().map(|d| d.to_rfc3339()).unwrap_or_default();
+        info!(meter = %ctx.meter, profile = %lp.name, from = %at(f), to = %at(t), "the meter holds no entries for this time range; skipped");
     }
     Ok(())
 }

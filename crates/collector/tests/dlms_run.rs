@@ -634,3 +634,59 @@ async fn amid_read_and_control_talk_to_a_dlms_meter_from_the_command_line() {
     assert!(!meter.relay_connected());
     assert_eq!(meter.stats().replayed_counters, 0);
 }
+
+#[test]
+fn an_outage_longer_than_the_meters_memory_is_caught_up_from_what_the_meter_still_holds() {
+    // The meter keeps 10 days of 15-minute entries. The daemon meets it 45 days in the past (by its clock),
+    // then again today: the 35 days the meter forgot are skipped, the 10 it holds are read over several
+    // polls (a poll reads at most 31 days), each interval once.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amid.toml");
+    let write_config = |port: u16| {
+        std::fs::write(
+            &config,
+            format!(
+                "[site]\nid = \"long\"\ndata_dir = \"data\"\n[[bus]]\nid = \"d\"\nmedia = \"tcp://127.0.0.1:{port}\"\n\
+                 [[meter]]\nid = \"m\"\nbus = \"d\"\nprofile = \"generic-iec62056\"\ninterval = \"1s\"\nframing = \"wrapper\"\n\
+                 profile_backfill = \"3h\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let store = db(dir.path());
+    let mark =
+        || query_i64(&store, &format!("SELECT last_ms FROM profile_marks WHERE meter = 'm' AND profile = '{PROFILE}'"));
+
+    let (sim, port) = simulate_dlms("?framing=wrapper", &["--clock-offset", "-45d", "--history-days", "10"]);
+    write_config(port);
+    let daemon = start_daemon(&config, &[]);
+    wait_until(30, "the first read", || mark() > 0);
+    let log = daemon.stop();
+    drop(sim);
+    assert!(!log.iter().any(|l| l.contains("poll failed")), "{log:#?}");
+    let mark_then = mark();
+    let first_rows = profile_rows(&store, "m");
+    assert!((12..=13).contains(&first_rows.len()), "3 h backfilled: {}", first_rows.len());
+
+    let (_sim, port) = simulate_dlms("?framing=wrapper", &["--history-days", "10"]);
+    write_config(port);
+    let daemon = start_daemon(&config, &[]);
+    let newest = chrono::Utc::now().timestamp_millis().div_euclid(PERIOD_MS) * PERIOD_MS;
+    wait_until(60, "the catch-up", || mark() >= newest);
+    let log = daemon.stop();
+    assert!(!log.iter().any(|l| l.contains("poll failed")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("holds no entries")), "the forgotten range is reported: {log:#?}");
+
+    let rows = profile_rows(&store, "m");
+    let newest = mark();
+    let caught_up: Vec<i64> = rows.keys().copied().filter(|&t| t > mark_then).collect();
+    let first = caught_up[0];
+    // The meter holds 960 entries; one more may have been captured while the catch-up ran.
+    assert!((960..=961).contains(&caught_up.len()), "{}", caught_up.len());
+    let contiguous: Vec<i64> = (0..).map(|i| first + i * PERIOD_MS).take_while(|&t| t <= newest).collect();
+    assert_eq!(caught_up, contiguous, "the days the meter holds, each interval once");
+    let model = DlmsMeter::new(DlmsMeterSpec::default());
+    for (ts, cols) in rows.iter().filter(|(t, _)| **t > mark_then) {
+        assert_eq!(cols["1-0:1.8.0*255"], vec![f64::from(model.register_values(ts / 1000).0)], "at {ts}");
+    }
+}
