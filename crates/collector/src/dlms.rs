@@ -5,10 +5,13 @@
 //!
 //! Incremental load profiles: per meter and profile generic the store keeps the meter timestamp of the
 //! last interval stored ([`crate::store::Store::profile_mark`]). A poll asks the meter for the entries in
-//! `(mark, meter now]` (on first contact `[meter now - profile_backfill, meter now]`) in windows of at most
-//! [`PROFILE_WINDOW_S`], at most [`MAX_CATCH_UP_S`] per poll, and hands each window's rows with the new
-//! mark to the store writer, which commits both in one transaction. After an outage of the site or the
-//! uplink the meter's own memory therefore fills the gap, with the meter's timestamps, exactly once.
+//! `(mark, meter now]` (on first contact `[meter now - profile_backfill, meter now]`) by selective access
+//! on the clock column, in windows of at most [`PROFILE_WINDOW_S`] and at most [`MAX_CATCH_UP_S`] per poll
+//! (the next poll goes on from there), and hands each window's rows with the new mark to the store
+//! writer, which commits both in one transaction. After an outage of the site or the uplink the meter's
+//! own memory therefore fills the gap, with the meter's timestamps, exactly once. A past window the meter
+//! holds nothing for (it was off, or its memory does not reach back that far) moves the mark past it, so
+//! the catch-up never stalls on it; the skipped range is logged.
 //!
 //! Secrets (password, keys) come from [`crate::config::MeterSecrets`] and go only into the client
 //! settings; nothing here logs them (the client's `Debug` output redacts them too).

@@ -541,6 +541,24 @@ fn config_check_names_the_missing_secret_and_never_prints_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AMI_SECRET_GRID_BLOCK_CIPHER_KEY") && err.contains("32 hex digits"), "{err}");
     assert!(!err.contains("C0FFEE"), "{err}");
+
+    // A secrets file others can read: accepted, with a warning that says what to do.
+    let secrets = write_secrets(
+        dir.path(),
+        &format!("[meter.grid]\nblock_cipher_key = \"{EK}\"\nauthentication_key = \"{AK}\"\n"),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("id = \"s\"\n", "id = \"s\"\nsecrets = \"secrets.toml\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = amid().args(["config", "check", config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("chmod 600") && !err.contains(EK), "{err}");
 }
 
 #[test]
