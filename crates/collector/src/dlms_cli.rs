@@ -14,66 +14,28 @@ use crate::cli::{MeterArgs, SimulateArgs};
 use crate::config::{parse_key, parse_system_title};
 use crate::BadInput;
 
-/// `amid decode --protocol dlms`: an HDLC frame (`7E …`), a wrapper frame (`00 01 …`) or an APDU.
+/// `amid decode --protocol dlms`: HDLC frames (`7E …`), wrapper frames (`00 01 …`) or a bare APDU, one
+/// field per line ([`ami_protocols::dlms::describe`]). Bytes that do not decode are bad input (exit 2), with
+/// the description saying why.
 pub fn decode(bytes: &[u8], as_json: bool) -> anyhow::Result<ExitCode> {
-    let _ = as_json;
-    let text = describe(bytes).map_err(|e| anyhow!(BadInput(format!("cannot decode DLMS bytes: {e}"))))?;
+    if as_json {
+        return Err(anyhow!(BadInput("--format json is not available for DLMS; the description is text".into())));
+    }
+    let text = ami_protocols::dlms::describe::describe(bytes);
+    let decodable = match bytes {
+        [0x7E, ..] => matches!(ami_link::hdlc::Frame::decode(bytes), Ok(Some(_))),
+        [0x00, 0x01, ..] => matches!(ami_link::wrapper::decode(bytes), Ok(Some(_))),
+        [] => false,
+        _ => ami_protocols::dlms::apdu::Apdu::decode(bytes).is_ok(),
+    };
+    if !decodable {
+        return Err(anyhow!(BadInput(format!("cannot decode the DLMS bytes:\n{}", text.trim_end()))));
+    }
     print!("{text}");
     if !text.ends_with('\n') {
         println!();
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A plain description (used until `ami_protocols::dlms::describe` prints each field by name).
-fn describe(bytes: &[u8]) -> Result<String, String> {
-    use ami_protocols::dlms::apdu::Apdu;
-    use std::fmt::Write;
-    let mut out = String::new();
-    let apdu = match bytes.first() {
-        Some(0x7E) => {
-            let (frame, _) = ami_link::hdlc::Frame::decode(bytes)
-                .map_err(|e| format!("HDLC: {e}"))?
-                .ok_or("HDLC: incomplete frame")?;
-            let _ = writeln!(
-                out,
-                "HDLC frame, {} bytes: dest {:?}, src {:?}, control {:?}{}",
-                bytes.len(),
-                frame.dest,
-                frame.src,
-                frame.control,
-                if frame.segmented { ", segmented" } else { "" }
-            );
-            // I-frame information starts with the LLC header E6 E6 00 (to the server) or E6 E7 00.
-            match frame.info.as_slice() {
-                [] => return Ok(out),
-                [0xE6, 0xE6 | 0xE7, 0x00, rest @ ..] => rest.to_vec(),
-                other => other.to_vec(),
-            }
-        }
-        Some(0x00) if bytes.get(1) == Some(&0x01) => {
-            let (header, apdu, _) = ami_link::wrapper::decode(bytes)
-                .map_err(|e| format!("wrapper: {e}"))?
-                .ok_or("wrapper: incomplete frame")?;
-            let _ = writeln!(
-                out,
-                "wrapper (IEC 62056-47): source wPort {}, destination wPort {}, length {}",
-                header.source, header.destination, header.length
-            );
-            apdu
-        }
-        Some(_) => bytes.to_vec(),
-        None => return Err("no bytes".into()),
-    };
-    match Apdu::decode(&apdu) {
-        Ok(a) => {
-            let _ = writeln!(out, "APDU: {a:#?}");
-        }
-        Err(e) => {
-            let _ = writeln!(out, "APDU ({} bytes) does not decode: {e}", apdu.len());
-        }
-    }
-    Ok(out)
 }
 
 /// Splits `?framing=hdlc|wrapper` off a listen URL (the media layer knows only rtu|tcp).
