@@ -708,3 +708,46 @@ fn an_outage_longer_than_the_meters_memory_is_caught_up_from_what_the_meter_stil
         assert_eq!(cols["1-0:1.8.0*255"], vec![f64::from(model.register_values(ts / 1000).0)], "at {ts}");
     }
 }
+
+#[test]
+fn simulate_and_read_share_a_secrets_file_and_other_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = write_secrets(
+        dir.path(),
+        "[meter.site-meter]\nblock_cipher_key = \"3A3B3C3D3E3F404142434445464748A9\"\n\
+         authentication_key = \"5051525354555657585960616263646F\"\npassword = \"pw-2026\"\n",
+    );
+    let (_sim, port) =
+        simulate_dlms("", &["--secrets", secrets.to_str().unwrap(), "--system-title", "4B464D1020304050"]);
+    let read = |client: &str, auth: &str, extra: &[&str], secrets_file: Option<&Path>| {
+        let mut cmd = amid();
+        cmd.args(["read", "--profile", "generic-iec62056", "--media", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--client", client, "--authentication", auth, "--meter-id", "site-meter", "--format", "json"])
+            .args(["--counter-store", dir.path().join("cli.db").to_str().unwrap()])
+            .args(extra);
+        if let Some(f) = secrets_file {
+            cmd.args(["--secrets", f.to_str().unwrap()]);
+        }
+        cmd.output().unwrap()
+    };
+    for (client, auth, extra) in [("32", "low", &[][..]), ("48", "high-gmac", &["--ciphering"][..])] {
+        let out = read(client, auth, extra, Some(&secrets));
+        assert!(out.status.success(), "{auth}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(json_lines(&out.stdout).iter().any(|l| l["name"] == "energy_import" && l["unit"] == "Wh"));
+    }
+    // The simulator's defaults (the Green Book keys) are not its keys any more.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let wrong = write_secrets(
+        &other,
+        &format!(
+            "[meter.site-meter]\nblock_cipher_key = \"{EK}\"\nauthentication_key = \"{AK}\"\npassword = \"00000000\"\n"
+        ),
+    );
+    for (client, auth, extra) in [("32", "low", &[][..]), ("48", "high-gmac", &["--ciphering"][..])] {
+        let out = read(client, auth, extra, Some(&wrong));
+        assert_eq!(out.status.code(), Some(1), "{auth}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("association failed"), "{auth}: {err}");
+    }
+}
