@@ -513,3 +513,77 @@ pub async fn command(plan: &DlmsPlan, ctx: &mut PollCtx<'_>, action: &ami_wire::
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    const PROFILE: &str = r#"<profile id="t" protocol="dlms" manufacturer="m" model="x">
+  <dlms client="16" server-logical="1" server-physical="17" authentication="none" framing="hdlc" max-info="256"/>
+  <value name="energy_import" obis="1-0:1.8.0" unit="Wh"><dlms class="3"/></value>
+  <load-profile name="lp" obis="1-0:99.1.0" period="900"/>
+</profile>"#;
+
+    fn meter(extra: &str, media: &str) -> (MeterCfg, Option<MediaUrl>) {
+        let text = format!(
+            "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"{media}\"\n[[meter]]\nid = \"m\"\nbus = \"b\"\nprofile = \"t\"\n{extra}"
+        );
+        let c = Config::parse(&text, Path::new("/etc/ami/amid.toml")).unwrap();
+        (c.meters[0].clone(), Some(c.buses[0].media.clone()))
+    }
+
+    fn profile() -> DlmsProfile {
+        ami_device::dlms::parse_dlms_profile(PROFILE, "t.xml").unwrap()
+    }
+
+    #[test]
+    fn the_profile_gives_the_defaults_and_the_site_overrides_them() {
+        let (m, media) = meter("", "tcp://h:4059");
+        let p = plan(&m, "s", profile(), media.as_ref()).unwrap();
+        let Framing::Hdlc { client, server_logical, server_physical, params } = &p.framing else { panic!() };
+        assert_eq!((*client, *server_logical, *server_physical, params.max_info_rx), (16, 1, Some(17), 256));
+        assert_eq!(p.settings.authentication, Authentication::None);
+        assert!(p.settings.ciphering.is_none() && !p.needs_counter());
+        assert_eq!(p.backfill, Duration::from_secs(86_400));
+
+        std::env::set_var("AMI_SECRET_M_BLOCK_CIPHER_KEY", "000102030405060708090A0B0C0D0E0F");
+        std::env::set_var("AMI_SECRET_M_AUTHENTICATION_KEY", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF");
+        let (m, media) = meter(
+            "framing = \"wrapper\"\nclient = 48\nserver_logical = 2\nauthentication = \"high-gmac\"\nprofile_backfill = \"3d\"\n",
+            "tcp://h:4059",
+        );
+        let p = plan(&m, "s", profile(), media.as_ref()).unwrap();
+        assert_eq!(p.framing, Framing::Wrapper { client: 48, server: 2 });
+        assert_eq!(p.settings.authentication, Authentication::HighGmac);
+        // HLS-GMAC without ciphering: the keys sign the challenge only (security control 0).
+        let c = p.settings.ciphering.as_ref().unwrap();
+        assert_eq!((c.security_control, c.system_title), (0, default_system_title("s")));
+        assert!(p.needs_counter());
+        assert_eq!(p.backfill, Duration::from_secs(3 * 86_400));
+        assert!(!format!("{p:?}").contains("D0D1") && !format!("{p:?}").to_lowercase().contains("d0, d1"));
+        std::env::remove_var("AMI_SECRET_M_BLOCK_CIPHER_KEY");
+        std::env::remove_var("AMI_SECRET_M_AUTHENTICATION_KEY");
+    }
+
+    #[test]
+    fn missing_secrets_and_impossible_framings_are_refused_with_the_key_to_set() {
+        let (m, media) = meter("authentication = \"low\"\n", "tcp://h:4059");
+        let e = plan(&m, "s", profile(), media.as_ref()).unwrap_err();
+        assert!(e.contains("password") && e.contains("AMI_SECRET_M_PASSWORD"), "{e}");
+        let (m, media) = meter("framing = \"wrapper\"\n", "serial:///dev/ttyUSB0");
+        assert!(plan(&m, "s", profile(), media.as_ref()).unwrap_err().contains("tcp://"));
+        let (m, media) = meter("optical = true\nframing = \"wrapper\"\n", "tcp://h:1");
+        assert!(plan(&m, "s", profile(), media.as_ref()).unwrap_err().contains("optical"));
+    }
+
+    #[test]
+    fn data_values_become_numbers_or_text() {
+        assert_eq!(data_value(&Data::LongUnsigned(5)), Value::Number(5.0));
+        assert_eq!(data_value(&Data::VisibleString(b"12345678".to_vec())), Value::Text("12345678".into()));
+        assert_eq!(data_value(&Data::OctetString(vec![0x01, 0xFF])), Value::Text("01FF".into()));
+        assert_eq!(unit_text(&ScalerUnit { scaler: 0, unit: 14 }).as_deref(), Some("m3"));
+        assert_eq!(unit_text(&ScalerUnit { scaler: 0, unit: 9 }).as_deref(), Some("degC"));
+    }
+}
