@@ -352,7 +352,8 @@ pub struct SimulateArgs {
     /// M-Bus: spread each meter's records over this many RSP_UD telegrams (multi-telegram read-out).
     #[arg(long, default_value_t = 1)]
     pub telegrams: usize,
-    /// M-Bus: drop every N-th reply (2 = every second one) to exercise the master's FCB retries.
+    /// M-Bus and DLMS: drop every N-th reply (2 = every second one) to exercise the master's retries (M-Bus
+    /// FCB, HDLC re-sends).
     #[arg(long)]
     pub drop_every: Option<u32>,
     /// DLMS: the LLS password of client 32 (default 00000000).

@@ -168,10 +168,18 @@ pub async fn simulate(
             "the wrapper (IEC 62056-47) runs over TCP only; use HDLC on serial lines".into()
         )));
     }
-    let meter = DlmsMeter::new(spec.clone());
-    if let Some(delay) = args.delay {
-        meter.set_faults(ami_sim::dlms::DlmsFaults { delay, ..Default::default() });
+    if !args.set.is_empty() || args.drop_rate > 0.0 || args.corrupt_rate > 0.0 || args.telegrams > 1 {
+        return Err(anyhow!(BadInput(
+            "--set, --drop-rate, --corrupt-rate and --telegrams are not available for DLMS meters (use --delay and \
+             --drop-every)"
+                .into()
+        )));
     }
+    let meter = DlmsMeter::new(spec.clone());
+    meter.set_faults(ami_sim::dlms::DlmsFaults {
+        delay: args.delay.unwrap_or_default(),
+        drop_every_nth: args.drop_every,
+    });
     let framing_name = match framing {
         DlmsFraming::Hdlc => "HDLC",
         DlmsFraming::Wrapper => "wrapper",

@@ -758,3 +758,19 @@ fn simulate_and_read_share_a_secrets_file_and_other_keys_are_refused() {
         assert!(err.contains("association failed"), "{auth}: {err}");
     }
 }
+
+#[test]
+fn a_meter_that_loses_every_fourth_reply_is_still_read_completely_over_hdlc() {
+    let (_sim, port) = simulate_dlms("", &["--drop-every", "4"]);
+    let out = amid()
+        .args(["read", "--profile", "generic-iec62056", "--media", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--timeout", "300ms", "--retries", "3", "--format", "json", "--profile-since", "6h"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.iter().filter(|l| l["unit"] == "V").count(), 3, "three voltages");
+    let intervals = lines.iter().filter(|l| l["name"] == "obis_1_0_1_8_0").count();
+    assert!((24..=25).contains(&intervals), "six hours of 15-min entries, once each: {intervals}");
+    assert!(String::from_utf8_lossy(&out.stderr).trim().is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
