@@ -53,6 +53,21 @@ pub fn print(config: &Config) -> anyhow::Result<()> {
         }
     }
 
+    // DLMS load profiles: the meter time of the last interval stored (the next read starts after it).
+    // Stores written before load profiles existed have no such table.
+    let marks: Vec<(String, String, i64)> = conn
+        .prepare("SELECT meter, profile, last_ms FROM profile_marks ORDER BY meter, profile")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default();
+    if !marks.is_empty() {
+        println!("\n{:<16} {:<18} LAST INTERVAL STORED (meter time)", "METER", "LOAD PROFILE");
+        for (meter, profile, last) in marks {
+            println!("{meter:<16} {profile:<18} {}", when(Some(last)));
+        }
+    }
+
     println!(
         "\n{:<12} {:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  LAST SUCCESS",
         "BUS", "METER", "REQUESTS", "REPLIES", "TIMEOUTS", "CHECKSUM", "RETRIES", "REJECTED", "FAILURES"

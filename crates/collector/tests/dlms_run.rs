@@ -714,6 +714,11 @@ fn an_outage_longer_than_the_meters_memory_is_caught_up_from_what_the_meter_stil
     for (ts, cols) in rows.iter().filter(|(t, _)| **t > mark_then) {
         assert_eq!(cols["1-0:1.8.0*255"], vec![f64::from(model.register_values(ts / 1000).0)], "at {ts}");
     }
+    // The operator sees how far the load profile is stored.
+    let status = amid().args(["status", "--config", config.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let last = chrono::DateTime::from_timestamp_millis(newest).unwrap().format("%Y-%m-%d %H:%M:%SZ").to_string();
+    assert!(text.lines().any(|l| l.starts_with("m ") && l.contains(PROFILE) && l.contains(&last)), "{text}");
 }
 
 #[test]
