@@ -7,7 +7,7 @@
 //!   chapter 9);
 //! - [`apdu`]: ACSE and xDLMS APDUs, both directions;
 //! - [`security`]: security suite 0 (AES-GCM-128 glo-ciphering, HLS-GMAC);
-//! - [`client`]: the sans-IO client association (AARQ/AARE, HLS pass 2, GET/SET/ACTION with blocks);
+//! - [`client`]: the sans-IO client association (AARQ/AARE, HLS passes 3 and 4, GET/SET/ACTION with blocks);
 //! - [`cosem`]: interface classes read with meaning (register scaler/unit, profile generic, clock);
 //! - [`describe`]: HDLC frames, wrapper frames and APDUs printed for a human (`amid decode --protocol dlms`);
 //! - [`session`]: the async driver that runs a client association over an `ami_link::BusHandle`.
