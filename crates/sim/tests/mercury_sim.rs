@@ -159,6 +159,31 @@ async fn a_channel_that_timed_out_on_the_meter_is_reopened_transparently() {
 }
 
 #[tokio::test]
+async fn keep_alive_holds_the_channel_open_between_read_outs() {
+    let line = two_meters();
+    line.lock().unwrap().set_idle_timeout(Duration::from_millis(400));
+    let (bus, server) = bus_to(Arc::clone(&line)).await;
+    let config = MercuryMeter {
+        keep_alive: Duration::from_millis(250),
+        idle_limit: Duration::from_millis(400),
+        ..meter("m230", 0x80)
+    };
+    let mut client = MercuryClient::new(bus, config);
+    client.read_serial().await.unwrap();
+    assert!(!client.keep_alive().await.unwrap(), "not due yet");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(280)).await;
+        assert!(client.keep_alive().await.unwrap(), "due after 250 ms idle");
+    }
+    // 840 ms after opening, with a 400 ms idle limit: still open thanks to the test frames.
+    client.read_serial().await.unwrap();
+    assert_eq!(client.session().opens(), 1);
+    let stats = line.lock().unwrap().stats();
+    assert_eq!((stats.expired, stats.not_open), (0, 0));
+    server.abort();
+}
+
+#[tokio::test]
 async fn the_profile_is_read_incrementally_as_time_passes() {
     let line = two_meters();
     let (bus, server) = bus_to(Arc::clone(&line)).await;

@@ -173,8 +173,9 @@ pub enum Event {
     },
 }
 
-/// One frame for the driver to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One frame for the driver to write. Its Debug output hides the bytes of an open-channel frame (they
+/// carry the password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// The complete frame.
     pub bytes: Vec<u8>,
@@ -184,6 +185,22 @@ pub struct Transmit {
     pub timeout: Duration,
     /// 0 for the first attempt, 1.. for retries.
     pub attempt: u32,
+}
+
+impl std::fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = if self.bytes.get(1) == Some(&0x01) {
+            "<open channel, password redacted>".to_owned()
+        } else {
+            super::frame::hex(&self.bytes)
+        };
+        f.debug_struct("Transmit")
+            .field("bytes", &bytes)
+            .field("expect", &self.expect)
+            .field("timeout", &self.timeout)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
 }
 
 /// Why a frame goes out.
@@ -581,6 +598,7 @@ mod tests {
         let tx = sent(&mut s, t0);
         assert_eq!(tx.bytes, [0x80, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x16, 0x47]);
         assert_eq!(tx.expect, Some(Expect { address: A, data_len: 1 }));
+        assert!(format!("{tx:?}").contains("password redacted"), "{tx:?}");
         assert_eq!(tx.timeout, Duration::from_micros(150_000 + 12_604 + 4_583));
         assert!(s.poll_transmit(t0).is_none(), "one attempt at a time");
         s.handle_reply(t0, &[0x80, 0x00, 0x60, 0x70]);
