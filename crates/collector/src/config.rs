@@ -23,7 +23,8 @@
 //! timeout = "500ms"            # optional per-meter override of the bus timeout
 //!
 //! # DLMS/COSEM meters (profile protocol "dlms"): every key optional, defaults from the profile
-//! framing = "hdlc"             # hdlc | wrapper (IEC 62056-47, TCP only)
+//! framing = "hdlc"             # hdlc | wrapper (IEC 62056-47, TCP only); default: the bus URL's
+//!                              # ?framing=hdlc|wrapper (tcp://host:4059?framing=wrapper), else the profile's
 //! client = 48                  # client SAP (HDLC client address, wrapper source wPort)
 //! server_logical = 1           # server logical device (upper HDLC address, wrapper destination wPort)
 //! server_physical = 17         # server physical address (lower HDLC address)
@@ -173,6 +174,9 @@ pub struct BusCfg {
     pub retries: u32,
     /// Silence between exchanges. Default 10 ms.
     pub guard_time: Duration,
+    /// The DLMS framing named by the media URL (`tcp://…?framing=wrapper` or `?framing=hdlc`): the default
+    /// of the DLMS meters on this bus.
+    pub dlms_framing: Option<DlmsFramingCfg>,
 }
 
 /// `[[meter]]`.
@@ -350,6 +354,25 @@ pub fn secret_env_var(meter: &str, name: &str) -> String {
     let id: String =
         meter.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("AMI_SECRET_{id}_{}", name.to_ascii_uppercase())
+}
+
+/// Splits `framing=hdlc|wrapper` (DLMS) off a media URL's query; other parameters stay.
+pub fn split_dlms_framing(url: &str) -> Result<(String, Option<DlmsFramingCfg>), String> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), None)) };
+    let mut framing = None;
+    let mut rest = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("framing", "hdlc")) => framing = Some(DlmsFramingCfg::Hdlc),
+            Some(("framing", "wrapper")) => framing = Some(DlmsFramingCfg::Wrapper),
+            _ => rest.push(kv),
+        }
+    }
+    if framing.is_some() && base.starts_with("serial:") && framing == Some(DlmsFramingCfg::Wrapper) {
+        return Err("framing=wrapper is for tcp:// (IEC 62056-47); serial lines carry HDLC".into());
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, framing))
 }
 
 /// Parses a 16-byte key from 32 hex digits; the message never repeats the key.
@@ -706,7 +729,15 @@ impl Config {
             } else if !bus_ids.insert(id.clone()) {
                 err(b.id.span(), key("id"), format!("duplicate bus id {id:?}"));
             }
-            let media = match b.media.get_ref().parse::<MediaUrl>() {
+            // `?framing=wrapper|hdlc` is for DLMS meters; the media layer knows only rtu|tcp.
+            let (media_text, dlms_framing) = match split_dlms_framing(b.media.get_ref()) {
+                Ok(v) => v,
+                Err(m) => {
+                    err(b.media.span(), key("media"), m);
+                    (b.media.get_ref().clone(), None)
+                }
+            };
+            let media = match media_text.parse::<MediaUrl>() {
                 Ok(m) => Some(m),
                 Err(e) => {
                     err(b.media.span(), key("media"), e.reason);
@@ -744,7 +775,7 @@ impl Config {
                 },
             };
             if let (Some(media), Some(framing)) = (media, framing) {
-                buses.push(BusCfg { id, media, framing, timeout, retries, guard_time });
+                buses.push(BusCfg { id, media, framing, timeout, retries, guard_time, dlms_framing });
             }
         }
 
@@ -1050,7 +1081,7 @@ bus = "dlms"
 profile = "generic-iec62056" # registers by OBIS code, the 15-min load profile 1-0:99.1.0
 interval = "15m"
 # Every key below is optional and overrides the profile's default:
-framing = "wrapper"          # hdlc | wrapper
+framing = "wrapper"          # hdlc | wrapper (or give it on the bus: media = "tcp://…:4059?framing=wrapper")
 client = 48                  # client SAP: 16 public, 32 low (password), 48 high (HLS-GMAC)
 server_logical = 1           # logical device (wrapper destination wPort / upper HDLC address)
 # server_physical = 17       # lower HDLC address (often derived from the serial number)
@@ -1146,6 +1177,20 @@ mod tests {
         assert!(e.contains(":11: meter[0].client: 300 (expected 1..=127)"), "{e}");
         assert!(e.contains(":12: meter[0].system_title:"), "{e}");
         assert!(e.contains(":13: meter[0].authentication:"), "{e}");
+    }
+
+    #[test]
+    fn a_dlms_framing_in_the_media_url_is_the_buses_default() {
+        let text = "[site]\nid = \"s\"\n[[bus]]\nid = \"w\"\nmedia = \"tcp://h:4059?framing=wrapper\"\n\
+                    [[bus]]\nid = \"g\"\nmedia = \"tcp://h:4001?framing=rtu\"\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.buses[0].dlms_framing, Some(DlmsFramingCfg::Wrapper));
+        assert_eq!(c.buses[0].media.to_string(), "tcp://h:4059");
+        assert_eq!((c.buses[1].dlms_framing, c.buses[1].framing), (None, Framing::Rtu));
+        let e = parse("[site]\nid = \"s\"\n[[bus]]\nid = \"w\"\nmedia = \"serial:///dev/ttyUSB0?framing=wrapper\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":5: bus[0].media: framing=wrapper is for tcp://"), "{e}");
     }
 
     #[test]

@@ -40,19 +40,14 @@ pub fn decode(bytes: &[u8], as_json: bool) -> anyhow::Result<ExitCode> {
 
 /// Splits `?framing=hdlc|wrapper` off a listen URL (the media layer knows only rtu|tcp).
 pub fn split_framing(listen: &str) -> Result<(String, Option<DlmsFraming>), String> {
-    let Some((base, query)) = listen.split_once('?') else { return Ok((listen.to_string(), None)) };
-    let mut framing = None;
-    let mut rest = Vec::new();
-    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-        match kv.split_once('=') {
-            Some(("framing", "hdlc")) => framing = Some(DlmsFraming::Hdlc),
-            Some(("framing", "wrapper")) => framing = Some(DlmsFraming::Wrapper),
-            Some(("framing", other)) => return Err(format!("framing {other:?} (expected hdlc or wrapper)")),
-            _ => rest.push(kv),
-        }
-    }
-    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
-    Ok((url, framing))
+    let (url, framing) = crate::config::split_dlms_framing(listen)?;
+    Ok((
+        url,
+        framing.map(|f| match f {
+            crate::config::DlmsFramingCfg::Hdlc => DlmsFraming::Hdlc,
+            crate::config::DlmsFramingCfg::Wrapper => DlmsFraming::Wrapper,
+        }),
+    ))
 }
 
 /// Parses a clock offset such as `-1d`, `+2h`, `90s`, `0`.

@@ -98,7 +98,14 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
                 ));
                 continue;
             }
-            let media = config.buses.iter().find(|b| b.id == m.bus).map(|b| &b.media);
+            let bus = config.buses.iter().find(|b| b.id == m.bus);
+            let media = bus.map(|b| &b.media);
+            // `tcp://…?framing=wrapper` on the bus is the default of its DLMS meters.
+            let mut m = m.clone();
+            if m.dlms.framing.is_none() {
+                m.dlms.framing = bus.and_then(|b| b.dlms_framing);
+            }
+            let m = &m;
             let plan = ami_device::dlms::DlmsProfile::from_profile(&profile)
                 .map_err(|e| format!("{}: {e}", at("profile")))
                 .and_then(|dp| {

@@ -671,8 +671,8 @@ fn an_outage_longer_than_the_meters_memory_is_caught_up_from_what_the_meter_stil
         std::fs::write(
             &config,
             format!(
-                "[site]\nid = \"long\"\ndata_dir = \"data\"\n[[bus]]\nid = \"d\"\nmedia = \"tcp://127.0.0.1:{port}\"\n\
-                 [[meter]]\nid = \"m\"\nbus = \"d\"\nprofile = \"generic-iec62056\"\ninterval = \"1s\"\nframing = \"wrapper\"\n\
+                "[site]\nid = \"long\"\ndata_dir = \"data\"\n[[bus]]\nid = \"d\"\nmedia = \"tcp://127.0.0.1:{port}?framing=wrapper\"\n\
+                 [[meter]]\nid = \"m\"\nbus = \"d\"\nprofile = \"generic-iec62056\"\ninterval = \"1s\"\n\
                  profile_backfill = \"3h\"\n"
             ),
         )
