@@ -34,7 +34,14 @@ fn header(out: &mut String, frame: &[u8]) -> bool {
         a if a.is_individual() => "",
         _ => " (not an individual address)",
     };
-    let _ = writeln!(out, "frame:    {}", hex(frame));
+    // An open-channel request carries the password in bytes 3..9: never print it.
+    if frame.len() == 11 && frame.get(1) == Some(&0x01) {
+        let head = hex(frame.get(..3).unwrap_or_default());
+        let crc = hex(frame.get(9..).unwrap_or_default());
+        let _ = writeln!(out, "frame:    {head} xx xx xx xx xx xx {crc}");
+    } else {
+        let _ = writeln!(out, "frame:    {}", hex(frame));
+    }
     let _ = writeln!(out, "address:  {address}{kind}");
     let split = frame.len().saturating_sub(2);
     let carried =
@@ -249,4 +256,39 @@ pub fn describe_exchange(request: &[u8], reply: &[u8]) -> Result<String, Describ
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_replies_and_damage_are_described() {
+        let open = describe(&[0x80, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x16, 0x47]).unwrap();
+        assert!(open.contains("request: open channel at level 1 (user)"), "{open}");
+        assert!(open.contains("password: 6 bytes (not shown)"));
+        assert!(!open.contains("01 01 01 01 01 01"), "the password is not printed: {open}");
+        let energy = describe(&[
+            0x00, 0x30, 0x00, 0x28, 0xC5, 0xFF, 0xFF, 0xFF, 0xFF, 0x04, 0x00, 0x9C, 0x95, 0xFF, 0xFF, 0xFF, 0xFF, 0x44,
+            0xAB,
+        ])
+        .unwrap();
+        assert!(energy.contains("address:  0x00 (any meter, point-to-point)"));
+        assert!(energy.contains("A+ 3196200, A- n/a, R+ 300444, R- n/a"), "{energy}");
+        let bad = describe(&[0x80, 0x00, 0x87, 0x13, 0x0B, 0xDA]).unwrap();
+        assert!(bad.contains("BAD (should be 0xD90B)"), "{bad}");
+        assert!(bad.contains("4999"), "{bad}");
+        let both = describe(&[0x80, 0x00, 0x60, 0x70]).unwrap();
+        assert!(both.contains("test channel") && both.contains("status 0 (ok)"));
+        assert_eq!(describe(&[0x80, 0x00]), Err(DescribeError::TooShort(2)));
+    }
+
+    #[test]
+    fn an_exchange_is_decoded_with_units() {
+        let text =
+            describe_exchange(&[0x00, 0x08, 0x11, 0x00, 0x8D, 0xB6], &[0x00, 0x48, 0x87, 0x70, 0xE2, 0x26]).unwrap();
+        assert!(text.contains("active power P, sum (BWRI 0x00): 5530.95 W"), "{text}");
+        let text = describe_exchange(&[0x80, 0x08, 0x00, 0x77, 0xE8], &[0x80, 0x05, 0xA0, 0x73]).unwrap();
+        assert!(text.contains("status 5 (channel not open)"), "{text}");
+    }
 }
