@@ -159,6 +159,28 @@ async fn a_channel_that_timed_out_on_the_meter_is_reopened_transparently() {
 }
 
 #[tokio::test]
+async fn a_silent_meter_times_out_with_a_typed_error_and_its_neighbour_still_reads() {
+    let line = two_meters();
+    let (bus, server) = bus_to(Arc::clone(&line)).await;
+    let absent = MercuryMeter {
+        timeout: Some(Duration::from_millis(80)),
+        retries: 1,
+        ..MercuryMeter::new("absent-85", Address(0x55))
+    };
+    let mut dead = MercuryClient::new(bus.clone(), absent);
+    let mut alive = MercuryClient::new(bus.clone(), meter("m230", 0x80));
+    let (dead_result, alive_result) =
+        tokio::join!(dead.read_energy(EnergyArray::FromReset, Tariff::SUM), alive.read_serial());
+    let err = dead_result.unwrap_err();
+    assert!(matches!(&err, MercuryError::Timeout { meter, attempts: 2, .. } if meter == "absent-85"), "{err:?}");
+    assert!(err.to_string().contains("open channel"), "{err}");
+    assert_eq!(alive_result.unwrap().serial, 12_345_128);
+    assert_eq!(bus.stats().meters["absent-85"].timeouts, 2);
+    assert_eq!(line.lock().unwrap().stats().silent, 2);
+    server.abort();
+}
+
+#[tokio::test]
 async fn keep_alive_holds_the_channel_open_between_read_outs() {
     let line = two_meters();
     line.lock().unwrap().set_idle_timeout(Duration::from_millis(400));
