@@ -232,6 +232,9 @@ pub struct PollCtx<'a> {
     pub marks: &'a mut HashMap<String, i64>,
     /// The collector's time.
     pub now: DateTime<Utc>,
+    /// Where each load profile window goes as soon as it is read (the store writer, so a long catch-up is
+    /// committed window by window); `None` collects them in [`DlmsPoll::intervals`].
+    pub on_window: Option<&'a mut (dyn FnMut(Intervals) -> Result<(), String> + Send + Sync)>,
 }
 
 /// The design map's unit spelling of a DLMS unit code (`m3`, `degC`: ASCII), or `None`.
@@ -458,13 +461,13 @@ async fn read_load_profile(
             debug!(meter = %ctx.meter, profile = %lp.name, entries = profile.rows.len(), "profile window read");
             mark = Some(l);
             ctx.marks.insert(key.clone(), l);
-            out.push(Intervals { profile: key.clone(), readings, last_ms: l });
+            hand_over(ctx, out, Intervals { profile: key.clone(), readings, last_ms: l })?;
         } else if mark.is_some() && window_to < meter_now.saturating_sub(settled) {
             let l = window_to.saturating_mul(1000);
             skipped = Some((skipped.map_or(window_from, |(f, _)| f), window_to));
             mark = Some(l);
             ctx.marks.insert(key.clone(), l);
-            out.push(Intervals { profile: key.clone(), readings: Vec::new(), last_ms: l });
+            hand_over(ctx, out, Intervals { profile: key.clone(), readings: Vec::new(), last_ms: l })?;
         }
         window_from = window_to.saturating_add(1);
     }
@@ -473,6 +476,17 @@ async fn read_load_profile(
         info!(meter = %ctx.meter, profile = %lp.name, from = %at(f), to = %at(t), "the meter holds no entries for this time range; skipped");
     }
     Ok(())
+}
+
+/// Hands a window to the caller's sink, or keeps it in `out`.
+fn hand_over(ctx: &mut PollCtx<'_>, out: &mut Vec<Intervals>, window: Intervals) -> Result<(), DlmsError> {
+    match ctx.on_window.as_mut() {
+        Some(sink) => sink(window).map_err(|e| DlmsError::Unexpected(format!("store: {e}"))),
+        None => {
+            out.push(window);
+            Ok(())
+        }
+    }
 }
 
 /// Units of cumulative registers.

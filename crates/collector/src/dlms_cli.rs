@@ -367,6 +367,7 @@ pub async fn read(args: &MeterArgs, meter_id: &str) -> anyhow::Result<(Vec<ami_d
         retries: m.retries,
         marks: &mut marks,
         now: chrono::Utc::now(),
+        on_window: None,
     };
     let poll =
         crate::dlms::poll(&m.plan, &mut ctx).await.map_err(|e| anyhow!("meter {meter_id} at {}: {e}", m.media))?;
@@ -389,6 +390,7 @@ pub async fn control(args: &MeterArgs, meter_id: &str, name: &str, on: bool) -> 
         retries: m.retries,
         marks: &mut marks,
         now: chrono::Utc::now(),
+        on_window: None,
     };
     let action = ami_wire::Action::Control { name: name.to_string(), on };
     let msg = crate::dlms::command(&m.plan, &mut ctx, &action).await.map_err(|e| anyhow!("{e}"))?;

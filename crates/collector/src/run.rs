@@ -568,6 +568,17 @@ async fn poll_dlms(
 ) -> Result<Vec<StoredReading>, String> {
     let counter = state.counter.clone()?;
     let timeout = m.cfg.timeout.or(m.profile.line.timeout_ms.map(Duration::from_millis)).unwrap_or(bus_timeout);
+    // Each load profile window goes to the writer as soon as it is read: a long catch-up is committed
+    // (with its mark) window by window, so a stop or a crash in the middle loses no finished window.
+    let mut intervals = 0usize;
+    let sender = tx.clone();
+    let meter_id = m.cfg.id.clone();
+    let mut sink = |window: crate::dlms::Intervals| -> Result<(), String> {
+        intervals += window.readings.len();
+        sender
+            .send(StoreMsg::Intervals { meter: meter_id.clone(), intervals: window })
+            .map_err(|_| "the store is closing".to_string())
+    };
     let mut ctx = crate::dlms::PollCtx {
         bus,
         meter: &m.cfg.id,
@@ -576,17 +587,14 @@ async fn poll_dlms(
         retries,
         marks: &mut state.marks,
         now: clock(),
+        on_window: Some(&mut sink),
     };
-    let poll = crate::dlms::poll(plan, &mut ctx).await?;
-    let mut intervals = 0;
-    for window in poll.intervals {
-        intervals += window.readings.len();
-        tx.send(StoreMsg::Intervals { meter: m.cfg.id.clone(), intervals: window })
-            .map_err(|_| "the store is closing".to_string())?;
-    }
+    let poll = crate::dlms::poll(plan, &mut ctx).await;
+    drop(ctx);
     if intervals > 0 {
         info!(meter = %m.cfg.id, values = intervals, "load profile read");
     }
+    let poll = poll?;
     if let Some(first) = poll.errors.first() {
         warn!(meter = %m.cfg.id, missing = poll.errors.len(), "values not read, first: {first}");
     }
@@ -631,6 +639,7 @@ async fn run_command(
             retries: bus_retries,
             marks: &mut state.marks,
             now: clock(),
+            on_window: None,
         };
         return crate::dlms::command(&plan, &mut ctx, &cmd.action).await;
     }

@@ -779,3 +779,44 @@ fn a_meter_that_loses_every_fourth_reply_is_still_read_completely_over_hdlc() {
     assert!((24..=25).contains(&intervals), "six hours of 15-min entries, once each: {intervals}");
     assert!(String::from_utf8_lossy(&out.stderr).trim().is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_a_catch_up_resumes_without_a_gap() {
+    // A slow meter (50 ms per reply) and a month to read: SIGKILL lands between two committed windows.
+    let (_sim, port) = simulate_dlms("?framing=wrapper", &["--delay", "50ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("amid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"crash\"\ndata_dir = \"data\"\n[[bus]]\nid = \"d\"\nmedia = \"tcp://127.0.0.1:{port}?framing=wrapper\"\n\
+             timeout = \"2s\"\n[[meter]]\nid = \"m\"\nbus = \"d\"\nprofile = \"generic-iec62056\"\ninterval = \"1s\"\n\
+             profile_backfill = \"20d\"\n"
+        ),
+    )
+    .unwrap();
+    let store = db(dir.path());
+    let mark =
+        || query_i64(&store, &format!("SELECT last_ms FROM profile_marks WHERE meter = 'm' AND profile = '{PROFILE}'"));
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut daemon = start_daemon(&config, &[]);
+    wait_until(60, "the first window", || mark() > 0);
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let killed_at = mark();
+    assert!(killed_at < now - 86_400_000, "the catch-up was still running when killed ({killed_at})");
+    let rows = profile_rows(&store, "m");
+    assert_eq!(*rows.keys().last().unwrap(), killed_at, "the mark is the last interval committed");
+
+    let daemon = start_daemon(&config, &[]);
+    let newest = chrono::Utc::now().timestamp_millis().div_euclid(PERIOD_MS) * PERIOD_MS;
+    wait_until(90, "the catch-up to finish", || mark() >= newest);
+    drop(daemon.stop());
+    let rows = profile_rows(&store, "m");
+    let first = *rows.keys().next().unwrap();
+    let last = mark();
+    let contiguous: Vec<i64> = (0..).map(|i| first + i * PERIOD_MS).take_while(|&t| t <= last).collect();
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), contiguous, "no gap where the daemon was killed");
+    assert!(contiguous.len() >= 20 * 96, "{}", contiguous.len());
+    assert!(rows.values().all(|c| c["1-0:1.8.0*255"].len() == 1), "each interval once");
+}
