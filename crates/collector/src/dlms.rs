@@ -235,6 +235,9 @@ pub struct PollCtx<'a> {
     /// Where each load profile window goes as soon as it is read (the store writer, so a long catch-up is
     /// committed window by window); `None` collects them in [`DlmsPoll::intervals`].
     pub on_window: Option<&'a mut (dyn FnMut(Intervals) -> Result<(), String> + Send + Sync)>,
+    /// Set when the daemon is stopping: a catch-up ends after the window in flight (the next start goes
+    /// on from the mark), and the association is released properly.
+    pub stop: Option<&'a tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The design map's unit spelling of a DLMS unit code (`m3`, `degC`: ASCII), or `None`.
@@ -416,6 +419,10 @@ async fn read_load_profile(
     let mut window_from = from;
     let mut skipped: Option<(i64, i64)> = None;
     while window_from <= until {
+        if ctx.stop.is_some_and(|s| *s.borrow()) {
+            debug!(meter = %ctx.meter, profile = %lp.name, "stopping: the rest of the catch-up waits for the next start");
+            break;
+        }
         let window_to = until.min(window_from.saturating_add(PROFILE_WINDOW_S - 1));
         let profile = session.read_profile(ln(lp.obis), window_from, window_to).await?;
         let mut readings = Vec::new();

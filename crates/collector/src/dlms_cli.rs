@@ -368,6 +368,7 @@ pub async fn read(args: &MeterArgs, meter_id: &str) -> anyhow::Result<(Vec<ami_d
         marks: &mut marks,
         now: chrono::Utc::now(),
         on_window: None,
+        stop: None,
     };
     let poll =
         crate::dlms::poll(&m.plan, &mut ctx).await.map_err(|e| anyhow!("meter {meter_id} at {}: {e}", m.media))?;
@@ -391,6 +392,7 @@ pub async fn control(args: &MeterArgs, meter_id: &str, name: &str, on: bool) -> 
         marks: &mut marks,
         now: chrono::Utc::now(),
         on_window: None,
+        stop: None,
     };
     let action = ami_wire::Action::Control { name: name.to_string(), on };
     let msg = crate::dlms::command(&m.plan, &mut ctx, &action).await.map_err(|e| anyhow!("{e}"))?;

@@ -501,7 +501,7 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             Some(cmd) = commands.recv() => {
-                let done = run_command(&mut runs, (&master, &bus, bus_timeout, bus_retries), &cmd, &tx, &clock).await;
+                let done = run_command(&mut runs, (&master, &bus, bus_timeout, bus_retries), &cmd, (&tx, &stop), &clock).await;
                 let (ok, message) = match done { Ok(m) => (true, m), Err(m) => (false, m) };
                 if ok { info!(id = cmd.id, "command done: {message}") } else { warn!(id = cmd.id, "command failed: {message}") }
                 let _ = tx.send(StoreMsg::CommandDone { id: cmd.id, ok, message, at_ms: clock().timestamp_millis() });
@@ -521,7 +521,7 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
             let m = &run.plan;
             let outcome = match (&m.mbus, &m.dlms, &mut run.dlms) {
                 (_, Some(plan), Some(state)) => {
-                    poll_dlms(m, plan, state, &bus, (bus_timeout, bus_retries), &tx, &clock).await
+                    poll_dlms(m, plan, state, &bus, (bus_timeout, bus_retries), (&tx, &stop), &clock).await
                 }
                 (Some(mp), _, _) => poll_mbus(m, mp, &bus, bus_timeout, bus_retries, &clock).await,
                 _ => poll_meter(m, &master, &clock).await,
@@ -563,7 +563,7 @@ async fn poll_dlms(
     state: &mut DlmsRun,
     bus: &BusHandle,
     (bus_timeout, retries): (Duration, u32),
-    tx: &std_mpsc::Sender<StoreMsg>,
+    (tx, stop): (&std_mpsc::Sender<StoreMsg>, &watch::Receiver<bool>),
     clock: &Clock,
 ) -> Result<Vec<StoredReading>, String> {
     let counter = state.counter.clone()?;
@@ -588,6 +588,7 @@ async fn poll_dlms(
         marks: &mut state.marks,
         now: clock(),
         on_window: Some(&mut sink),
+        stop: Some(stop),
     };
     let poll = crate::dlms::poll(plan, &mut ctx).await;
     drop(ctx);
@@ -612,7 +613,7 @@ async fn run_command(
     runs: &mut [MeterRun],
     (master, bus, bus_timeout, bus_retries): (&Master, &BusHandle, Duration, u32),
     cmd: &Command,
-    tx: &std_mpsc::Sender<StoreMsg>,
+    (tx, stop): (&std_mpsc::Sender<StoreMsg>, &watch::Receiver<bool>),
     clock: &Clock,
 ) -> Result<String, String> {
     let Some(run) = runs.iter_mut().find(|r| r.plan.cfg.id == cmd.meter) else {
@@ -621,7 +622,7 @@ async fn run_command(
     if let (Some(plan), Some(state)) = (run.plan.dlms.clone(), run.dlms.as_mut()) {
         let m = &run.plan;
         if cmd.action == Action::ReadNow {
-            let readings = poll_dlms(m, &plan, state, bus, (bus_timeout, bus_retries), tx, clock).await?;
+            let readings = poll_dlms(m, &plan, state, bus, (bus_timeout, bus_retries), (tx, stop), clock).await?;
             let n = readings.len();
             let status = PollStatus { meter: m.cfg.id.clone(), at: clock(), error: None };
             tx.send(StoreMsg::Poll { readings, status }).map_err(|_| "the store is closing".to_string())?;
@@ -640,6 +641,7 @@ async fn run_command(
             marks: &mut state.marks,
             now: clock(),
             on_window: None,
+            stop: None,
         };
         return crate::dlms::command(&plan, &mut ctx, &cmd.action).await;
     }

@@ -781,7 +781,7 @@ fn a_meter_that_loses_every_fourth_reply_is_still_read_completely_over_hdlc() {
 }
 
 #[test]
-fn a_daemon_killed_in_the_middle_of_a_catch_up_resumes_without_a_gap() {
+fn a_daemon_killed_or_stopped_in_the_middle_of_a_catch_up_resumes_without_a_gap() {
     // A slow meter (50 ms per reply) and a month to read: SIGKILL lands between two committed windows.
     let (_sim, port) = simulate_dlms("?framing=wrapper", &["--delay", "50ms"]);
     let dir = tempfile::tempdir().unwrap();
@@ -807,6 +807,17 @@ fn a_daemon_killed_in_the_middle_of_a_catch_up_resumes_without_a_gap() {
     assert!(killed_at < now - 86_400_000, "the catch-up was still running when killed ({killed_at})");
     let rows = profile_rows(&store, "m");
     assert_eq!(*rows.keys().last().unwrap(), killed_at, "the mark is the last interval committed");
+
+    // Restarted, then stopped politely in the middle: the window in flight finishes, the association is
+    // released, the daemon exits at once (not after the shutdown grace period).
+    let daemon = start_daemon(&config, &[]);
+    wait_until(60, "the catch-up to go on", || mark() > killed_at);
+    let t0 = Instant::now();
+    let log = daemon.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5), "SIGTERM took {:?}", t0.elapsed());
+    assert!(!log.iter().any(|l| l.contains("abandoned") || l.contains("poll failed")), "{log:#?}");
+    let stopped_at = mark();
+    assert!(stopped_at < now - 86_400_000, "the catch-up was still running when stopped ({stopped_at})");
 
     let daemon = start_daemon(&config, &[]);
     let newest = chrono::Utc::now().timestamp_millis().div_euclid(PERIOD_MS) * PERIOD_MS;
