@@ -3,7 +3,9 @@
 //!
 //! Shutdown (SIGTERM / Ctrl-C): no new poll starts; a poll in flight may finish within the grace period;
 //! the writer commits everything it was handed and the process exits 0. A reading that was read is
-//! therefore either committed or was never reported as read.
+//! therefore either committed or was never reported as read. A DLMS load profile catch-up stops after the
+//! window in flight (each window is committed with its mark as it arrives); the next start goes on from
+//! the mark.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
