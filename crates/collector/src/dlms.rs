@@ -214,6 +214,8 @@ pub struct DlmsPoll {
     pub intervals: Vec<Intervals>,
     /// Values that could not be read (the meter refused one object, a unit did not match, …).
     pub errors: Vec<String>,
+    /// The meter's clock minus the collector's, seconds (when the meter's clock was read).
+    pub clock_drift_s: Option<i64>,
 }
 
 /// What a poll needs besides the plan: the bus, the counter, timing, and the profile marks known so far.
@@ -309,7 +311,10 @@ async fn read_all(plan: &DlmsPlan, session: &mut Session, ctx: &mut PollCtx<'_>)
         return Ok(out);
     }
     let meter_now = match session.read_clock().await {
-        Ok(t) => t,
+        Ok(t) => {
+            out.clock_drift_s = Some(t - ctx.now.timestamp());
+            t
+        }
         Err(e) if is_fatal(&e) => return Err(format!("clock: {e}")),
         Err(e) => {
             out.errors.push(format!("clock: {e}; load profiles read up to the collector's time"));

@@ -393,7 +393,12 @@ struct MeterRun {
 struct DlmsRun {
     counter: Result<Arc<dyn ami_protocols::dlms::client::InvocationCounter>, String>,
     marks: HashMap<String, i64>,
+    /// Whether the meter's clock drift was reported (once until it is back within bounds).
+    drift_reported: bool,
 }
+
+/// A meter clock further than this from a trusted site clock is reported (once) to the operator.
+const CLOCK_DRIFT_WARN_S: i64 = 300;
 
 impl DlmsRun {
     fn open(db: &std::path::Path, plan: &MeterPlan, dlms: &crate::dlms::DlmsPlan) -> DlmsRun {
@@ -414,7 +419,7 @@ impl DlmsRun {
             }
             Err(e) => warn!(meter = %plan.cfg.id, "cannot read the load profile marks: {e}"),
         }
-        DlmsRun { counter, marks }
+        DlmsRun { counter, marks, drift_reported: false }
     }
 }
 
@@ -598,6 +603,14 @@ async fn poll_dlms(
         info!(meter = %m.cfg.id, values = intervals, "load profile read");
     }
     let poll = poll?;
+    if let Some(drift) = poll.clock_drift_s.filter(|_| clock_trusted(clock())) {
+        if drift.abs() > CLOCK_DRIFT_WARN_S && !state.drift_reported {
+            warn!(meter = %m.cfg.id, drift_s = drift, "the meter's clock is off; load profile timestamps are the meter's (a set_clock command corrects it)");
+            state.drift_reported = true;
+        } else if drift.abs() <= CLOCK_DRIFT_WARN_S {
+            state.drift_reported = false;
+        }
+    }
     if let Some(first) = poll.errors.first() {
         warn!(meter = %m.cfg.id, missing = poll.errors.len(), "values not read, first: {first}");
     }

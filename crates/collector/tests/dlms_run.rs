@@ -180,6 +180,10 @@ async fn a_day_without_the_daemon_is_filled_from_the_meters_load_profile_exactly
     let stopped = chrono::Utc::now().timestamp_millis();
     drop(sim);
     assert!(!log.iter().any(|l| l.contains("poll failed")), "{log:#?}");
+    // The operator is told once that the meter's clock is a day off.
+    let drift: Vec<&String> = log.iter().filter(|l| l.contains("the meter's clock is off")).collect();
+    assert_eq!(drift.len(), 1, "{log:#?}");
+    assert!(drift[0].contains("drift_s=-864"), "{}", drift[0]);
     let mark_day1 = mark();
     assert_eq!(mark_day1 % PERIOD_MS, 0, "the mark is a meter timestamp on a 15-min boundary");
     // The meter's time, a day behind: the newest interval it had when the daemon stopped.
@@ -201,7 +205,7 @@ async fn a_day_without_the_daemon_is_filled_from_the_meters_load_profile_exactly
     // Everything went up to the head end.
     wait_until(30, "the uplink to drain", || query_i64(&store, "SELECT COUNT(*) FROM readings WHERE sent = 0") == 0);
     let log = daemon.stop();
-    assert!(!log.iter().any(|l| l.contains("poll failed")), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("poll failed") || l.contains("clock is off")), "{log:#?}");
     // The newest interval stored (a quarter hour may have passed since `newest`).
     let newest = mark();
 
