@@ -183,13 +183,15 @@ impl InvocationCounter for StoreCounter {
     }
 }
 
-/// The counter for a meter: persisted in the store at `db`; a meter without ciphering gets an in-memory
-/// one (it is never asked).
+/// The counter for a meter: persisted in the store at `db`, one per client system title (all DLMS meters
+/// of a site share the site's title, and with it one strictly increasing counter, so no IV repeats even
+/// when meters share keys); a meter without ciphering gets an in-memory one (it is never asked).
 pub fn counter(db: &std::path::Path, meter: &str, plan: &DlmsPlan) -> Result<Arc<dyn InvocationCounter>, String> {
-    if !plan.needs_counter() {
+    let Some(c) = plan.settings.ciphering.as_ref() else {
         return Ok(Arc::new(MemoryCounter::new(1)));
-    }
-    InvocationCounterStore::open(db, meter)
+    };
+    let title: String = c.system_title.iter().map(|b| format!("{b:02X}")).collect();
+    InvocationCounterStore::open(db, &title)
         .map(|c| Arc::new(StoreCounter(c)) as Arc<dyn InvocationCounter>)
         .map_err(|e| format!("cannot open the invocation counter of {meter}: {e}"))
 }

@@ -91,8 +91,8 @@ CREATE TABLE IF NOT EXISTS profile_marks (
     PRIMARY KEY (meter, profile)
 );
 CREATE TABLE IF NOT EXISTS invocation_counters (
-    meter    TEXT    PRIMARY KEY,
-    reserved INTEGER NOT NULL   -- every value below this may have been used; the next start resumes here
+    client_title TEXT    PRIMARY KEY,   -- the client system title (hex): one counter per title and key
+    reserved     INTEGER NOT NULL       -- every value below this may have been used; new blocks start here
 );
 CREATE VIEW IF NOT EXISTS readings_view AS
     SELECT meter, name, obis, COALESCE(value, text) AS value, unit,
@@ -179,10 +179,14 @@ pub enum CounterError {
     Exhausted,
 }
 
-/// A meter's DLMS invocation counter kept in the site store (see the module invariants): strictly
-/// increasing across restarts and crashes, reserved in blocks of [`IC_BLOCK`].
+/// A DLMS client invocation counter kept in the site store (see the module invariants), one per client
+/// system title: strictly increasing across restarts and crashes, reserved in blocks of [`IC_BLOCK`].
+///
+/// Every block is taken in an immediate transaction from the stored end of the last block, so several
+/// instances on the same title (several meters of one site, another process) never hand out the same
+/// value: the GCM IV (system title ‖ invocation counter) is never used twice with one key.
 pub struct InvocationCounterStore {
-    meter: String,
+    title: String,
     state: std::sync::Mutex<CounterState>,
 }
 
@@ -190,52 +194,56 @@ struct CounterState {
     conn: Connection,
     /// The next value to hand out.
     next: u64,
-    /// Values below this are reserved (committed); `next == reserved` means a new block is needed.
+    /// End (exclusive) of this instance's block; `next == reserved` means a new block is needed.
     reserved: u64,
 }
 
 impl std::fmt::Debug for InvocationCounterStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvocationCounterStore").field("meter", &self.meter).finish_non_exhaustive()
+        f.debug_struct("InvocationCounterStore").field("title", &self.title).finish_non_exhaustive()
     }
 }
 
 impl InvocationCounterStore {
-    /// Opens the counter of `meter` in the store at `path` (its own connection). A new meter starts at 1;
-    /// a known one at the end of its last reserved block.
-    pub fn open(path: &Path, meter: &str) -> Result<InvocationCounterStore, StoreError> {
+    /// Opens the counter of client system title `title` (hex) in the store at `path`, with its own
+    /// connection. The first value is 1 for a new title, else the end of the last reserved block.
+    pub fn open(path: &Path, title: &str) -> Result<InvocationCounterStore, StoreError> {
         let store = Store::open(path)?;
-        let reserved: Option<i64> = store
-            .conn
-            .query_row("SELECT reserved FROM invocation_counters WHERE meter = ?1", [meter], |r| r.get(0))
-            .optional()?;
-        let reserved = reserved.map_or(1, |r| u64::try_from(r).unwrap_or(1).max(1));
         Ok(InvocationCounterStore {
-            meter: meter.to_string(),
-            state: std::sync::Mutex::new(CounterState { conn: store.conn, next: reserved, reserved }),
+            title: title.to_string(),
+            state: std::sync::Mutex::new(CounterState { conn: store.conn, next: 0, reserved: 0 }),
         })
     }
 
-    /// The meter this counter belongs to.
-    pub fn meter(&self) -> &str {
-        &self.meter
+    /// The client system title this counter belongs to.
+    pub fn title(&self) -> &str {
+        &self.title
     }
 
-    /// The next value: strictly greater than every value handed out before, in this process or any
-    /// earlier one. Commits a new block before handing out its first value.
+    /// The next value: strictly greater than every value handed out before on this title, in this process
+    /// or any other, now or earlier. Commits a new block before handing out its first value.
     pub fn next_value(&self) -> Result<u32, CounterError> {
         let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let value = st.next;
-        if value > u64::from(u32::MAX) {
-            return Err(CounterError::Exhausted);
-        }
+        let mut value = st.next;
         if value >= st.reserved {
-            let end = (value + u64::from(IC_BLOCK)).min(u64::from(u32::MAX) + 1);
-            st.conn.execute(
-                "INSERT INTO invocation_counters (meter, reserved) VALUES (?1, ?2)
-                 ON CONFLICT (meter) DO UPDATE SET reserved = MAX(reserved, excluded.reserved)",
-                params![self.meter, i64::try_from(end).unwrap_or(i64::MAX)],
+            let tx = st.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let stored: Option<i64> = tx
+                .query_row("SELECT reserved FROM invocation_counters WHERE client_title = ?1", [&self.title], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let start = value.max(stored.map_or(1, |r| u64::try_from(r).unwrap_or(1)).max(1));
+            if start > u64::from(u32::MAX) {
+                return Err(CounterError::Exhausted);
+            }
+            let end = (start + u64::from(IC_BLOCK)).min(u64::from(u32::MAX) + 1);
+            tx.execute(
+                "INSERT INTO invocation_counters (client_title, reserved) VALUES (?1, ?2)
+                 ON CONFLICT (client_title) DO UPDATE SET reserved = excluded.reserved",
+                params![self.title, i64::try_from(end).unwrap_or(i64::MAX)],
             )?;
+            tx.commit()?;
+            value = start;
             st.reserved = end;
         }
         st.next = value + 1;
@@ -456,24 +464,38 @@ mod tests {
         for round in 0..5u32 {
             // Each round is a process lifetime that uses a few values and then "crashes" (drops without any
             // shutdown step).
-            let c = InvocationCounterStore::open(&path, "m").unwrap();
+            let c = InvocationCounterStore::open(&path, "414D490000000001").unwrap();
             for _ in 0..(round * 37 + 3) {
                 used.push(c.next_value().unwrap());
             }
         }
         assert!(used.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {used:?}");
-        let c = InvocationCounterStore::open(&path, "m").unwrap();
+        let c = InvocationCounterStore::open(&path, "414D490000000001").unwrap();
         let next = c.next_value().unwrap();
         assert!(next > *used.last().unwrap());
-        // Meters are independent.
-        let other = InvocationCounterStore::open(&path, "other").unwrap();
+        // Titles are independent.
+        let other = InvocationCounterStore::open(&path, "414D490000000002").unwrap();
         assert_eq!(other.next_value().unwrap(), 1);
         // The reservation is what is persisted: at most one block is skipped per restart.
         assert!(next - used.last().unwrap() <= IC_BLOCK, "{next}");
         c.raise_to(1_000_000).unwrap();
         assert_eq!(c.next_value().unwrap(), 1_000_000);
         drop(c);
-        assert!(InvocationCounterStore::open(&path, "m").unwrap().next_value().unwrap() > 1_000_000);
+        assert!(InvocationCounterStore::open(&path, "414D490000000001").unwrap().next_value().unwrap() > 1_000_000);
+    }
+
+    #[test]
+    fn two_counters_on_one_title_never_hand_out_the_same_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.db");
+        let a = InvocationCounterStore::open(&path, "T").unwrap();
+        let b = InvocationCounterStore::open(&path, "T").unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..1000u32 {
+            let c = if i % 7 < 3 { &a } else { &b };
+            let v = c.next_value().unwrap();
+            assert!(seen.insert(v), "{v} handed out twice");
+        }
     }
 
     #[test]

@@ -416,7 +416,8 @@ fn the_invocation_counter_keeps_increasing_across_restarts_of_the_daemon() {
     let env = [("AMI_SECRET_M_BLOCK_CIPHER_KEY", EK), ("AMI_SECRET_M_AUTHENTICATION_KEY", AK)];
     let store = db(dir.path());
     let polls = || query_i64(&store, "SELECT reads_ok FROM meter_status WHERE meter = 'm'");
-    let reserved = || query_i64(&store, "SELECT reserved FROM invocation_counters WHERE meter = 'm'");
+    let reserved =
+        || query_i64(&store, "SELECT reserved FROM invocation_counters WHERE client_title = '414D490000000042'");
     let mut seen = Vec::new();
     for round in 1..=3 {
         let daemon = start_daemon(&config, &env);
