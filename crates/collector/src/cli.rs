@@ -185,7 +185,8 @@ pub struct DlmsArgs {
     #[arg(long, help_heading = "DLMS")]
     pub secrets: Option<PathBuf>,
     /// DLMS: where the command line keeps its invocation counters (strictly increasing per system title).
-    /// Default: $XDG_STATE_HOME/ami/amid-cli.db, else ~/.local/state/ami/amid-cli.db.
+    /// Default: $XDG_STATE_HOME/ami/amid-cli.db, else ~/.local/state/ami/amid-cli.db. With the daemon's
+    /// --system-title, name the daemon's store (DATA_DIR/readings.db) so both count on one counter.
     #[arg(long, help_heading = "DLMS")]
     pub counter_store: Option<PathBuf>,
     /// DLMS: how far back to read the load profiles (e.g. 1d); default: no load profile.
