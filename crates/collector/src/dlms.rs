@@ -495,7 +495,11 @@ async fn read_load_profile(
 /// Hands a window to the caller's sink, or keeps it in `out`.
 fn hand_over(ctx: &mut PollCtx<'_>, out: &mut Vec<Intervals>, window: Intervals) -> Result<(), DlmsError> {
     match ctx.on_window.as_mut() {
-        Some(sink) => sink(window).map_err(|e| DlmsError::Unexpected(format!("store: {e}"))),
+        Some(sink) => sink(window).map_err(|e| {
+            warn!(meter = %ctx.meter, "load profile window not handed to the store: {e}");
+            // Fatal for the poll: nothing more can be stored.
+            DlmsError::State("the store is closing")
+        }),
         None => {
             out.push(window);
             Ok(())
