@@ -9,12 +9,15 @@
 //! ([`parse_mbus_profile`]) agrees with the common one: same errors when both refuse, same common part when
 //! both accept, and only M-Bus profiles accepted. The DLMS view ([`parse_dlms_profile`]) agrees the same way,
 //! and an accepted DLMS profile keeps its promises (unique names and codes, readable classes, periods > 0,
-//! a class 70 disconnect control).
+//! a class 70 disconnect control). The Mercury view ([`parse_mercury_profile`]) agrees the same way, and an
+//! accepted Mercury profile has unique names and codes, units matching its sources, at most one power
+//! profile with whole-minute periods and at least one column.
 
 use std::collections::HashSet;
 
 use crate::dlms::{parse_dlms_profile, DlmsProfile};
 use crate::mbus::{parse_mbus_profile, MbusProfile};
+use crate::mercury::{parse_mercury_profile, MercuryProfile};
 use crate::modbus::plan_modbus;
 use crate::{parse_profile, Protocol, ValueSource};
 
@@ -44,6 +47,24 @@ pub fn profile_xml(data: &[u8]) {
             refused(&text, &errors);
         }
         (Err(dlms), Err(all)) => assert_eq!(&dlms, all, "the DLMS and common views disagree on the errors"),
+    }
+    match (parse_mercury_profile(&text, FILE), &common) {
+        (Ok(m), Ok(p)) => {
+            assert_eq!(p.protocol, Protocol::Mercury, "a Mercury profile of protocol {}", p.protocol);
+            assert!(p.values.is_empty() && p.controls.is_empty(), "Mercury values leaked into Profile");
+            assert_eq!((&m.id, &m.manufacturer, &m.model, &m.line), (&p.id, &p.manufacturer, &p.model, &p.line));
+            accepted_mercury(&m);
+        }
+        (Ok(_), Err(e)) => panic!("accepted as Mercury, refused as a profile: {e:?}"),
+        (Err(errors), Ok(p)) => {
+            assert_ne!(
+                p.protocol,
+                Protocol::Mercury,
+                "a valid Mercury profile refused by the Mercury view: {errors:?}"
+            );
+            refused(&text, &errors);
+        }
+        (Err(m), Err(all)) => assert_eq!(&m, all, "the Mercury and common views disagree on the errors"),
     }
     match (parse_mbus_profile(&text, FILE), common) {
         (Ok(m), Ok(p)) => {
@@ -96,6 +117,29 @@ fn accepted_dlms(profile: &DlmsProfile) {
     let o = &profile.options;
     assert!((1..=0x7F).contains(&o.client) && (1..=0x3FFD).contains(&o.server_logical), "{o:?}");
     assert!(o.window.is_none_or(|w| (1..=7).contains(&w)), "{o:?}");
+}
+
+fn accepted_mercury(profile: &MercuryProfile) {
+    let mut names = HashSet::new();
+    let mut obis = HashSet::new();
+    for v in &profile.values {
+        assert!(names.insert(v.name.as_str()), "duplicate name {}", v.name);
+        assert!(obis.insert(v.obis), "duplicate OBIS {}", v.obis);
+        assert_eq!(v.unit, v.source.unit(), "{}: unit", v.name);
+    }
+    if let Some(lp) = &profile.load_profile {
+        assert!(names.insert(lp.name.as_str()), "duplicate name {}", lp.name);
+        assert!(obis.insert(lp.obis), "duplicate OBIS {}", lp.obis);
+        assert!(lp.period_s >= 60 && lp.period_s % 60 == 0 && lp.period_s <= 255 * 60, "{}: period", lp.name);
+        assert!(!lp.columns.is_empty(), "{}: no columns", lp.name);
+        let mut columns = HashSet::new();
+        for c in &lp.columns {
+            assert!(columns.insert(c.name.as_str()), "{}: duplicate column {}", lp.name, c.name);
+        }
+    }
+    assert!(!profile.values.is_empty() || profile.load_profile.is_some(), "a Mercury profile that reads nothing");
+    let o = &profile.options;
+    assert!(o.multiplier >= 1 && (1..=4096).contains(&o.profile_records), "{o:?}");
 }
 
 fn refused(text: &str, errors: &[crate::ProfileError]) {
@@ -199,7 +243,12 @@ mod tests {
     fn harness_survives_mutated_profiles() {
         let seeds = shipped();
         // Fragments a mutation may splice in: markup that reaches the validator's branches.
-        let tokens: [&[u8]; 24] = [
+        let tokens: [&[u8]; 29] = [
+            b"protocol=\"mercury\"",
+            b"<mercury level=\"2\" multiplier=\"4\" profile-records=\"16\"/>",
+            b"<value name=\"m\" obis=\"1-0:1.8.1\" unit=\"Wh\"><mercury energy=\"month\" month=\"2\" quantity=\"A+\"/></value>",
+            b"<value name=\"u\" obis=\"1-0:32.7.0\" unit=\"V\"><mercury instant=\"voltage\" phase=\"1\"/></value>",
+            b"<load-profile name=\"pp\" obis=\"1-0:99.1.0\" period=\"1800\"><column quantity=\"R-\"/></load-profile>",
             b"protocol=\"dlms\"",
             b"<dlms client=\"1\" server-logical=\"17\" server-physical=\"16383\" authentication=\"high-gmac\"/>",
             b"<value name=\"z\" obis=\"1-0:2.8.0\"><dlms class=\"3\" attribute=\"-1\"/></value>",

@@ -3,8 +3,9 @@
 //!
 //! This crate owns the profile format, its validation, profile lookup ([`resolve_profile`],
 //! [`ProfileLibrary`]) and, per protocol, turning a profile into requests and replies into readings
-//! ([`modbus`], [`mbus`], [`dlms`]). It never names a port or a meter address: that is site config. Parsing never panics
-//! on any input; every problem is a [`ProfileError`] pointing at the offending element or attribute.
+//! ([`modbus`], [`mbus`], [`dlms`], [`mercury`]). It never names a port or a meter address: that is site
+//! config. Parsing never panics on any input; every problem is a [`ProfileError`] pointing at the
+//! offending element or attribute.
 //!
 //! # The profile format
 //!
@@ -26,9 +27,9 @@
 //! </profile>
 //! ```
 //!
-//! - `<profile>`: `protocol` (required; `modbus`, `mbus` or `dlms` — `mercury` is reserved for the
-//!   same format), `manufacturer` and `model` (required), `id` (default: the file stem;
-//!   `[a-z0-9][a-z0-9._-]*`), `document` (the manufacturer document and version the map comes from).
+//! - `<profile>`: `protocol` (required; `modbus`, `mbus`, `dlms` or `mercury`), `manufacturer` and `model`
+//!   (required), `id` (default: the file stem; `[a-z0-9][a-z0-9._-]*`), `document` (the manufacturer
+//!   document and version the map comes from).
 //! - `<line>` (optional, at most one): default line settings a site may override — `baud`, `parity`
 //!   (`none`/`even`/`odd`), `data` (5–8), `stop` (1–2), `address` (factory unit address, 1–247 for
 //!   Modbus), `timeout` (`500ms`, `2s`).
@@ -66,6 +67,14 @@
 //!   [`dlms::resolve_dlms_profile`], [`dlms::DlmsProfile::from_profile`]), while [`Profile::values`] and
 //!   [`Profile::controls`] of a DLMS profile are empty.
 //!
+//! - Mercury (Incotex 230/231/234/236): `<mercury level="1" multiplier="1"/>` in `<profile>` holds the
+//!   channel defaults; a `<value>` reads `<mercury energy="from-reset" tariff="0" quantity="A+"/>`,
+//!   `<mercury instant="voltage" phase="1"/>` or `<mercury parameter="serial"/>`;
+//!   `<load-profile name="…" obis="1-0:99.1.0" period="1800"/>` reads the stored power profile. See
+//!   [`mercury`]; the Mercury values are in [`mercury::MercuryProfile`] ([`mercury::parse_mercury_profile`],
+//!   [`mercury::load_mercury_profile`], [`mercury::resolve_mercury_profile`],
+//!   [`mercury::MercuryProfile::from_profile`]), while [`Profile::values`] of a Mercury profile is empty.
+//!
 //! No profile holds a key or a password: an attribute asking for one is an error that points at the site
 //! config. Unknown elements and attributes are errors, never ignored, so a typo cannot silently drop a
 //! value. A later protocol adds its own source element and its own options element beside `<modbus>`;
@@ -77,6 +86,7 @@ pub mod dlms;
 pub mod harness;
 mod library;
 pub mod mbus;
+pub mod mercury;
 pub mod modbus;
 mod model;
 mod obis;

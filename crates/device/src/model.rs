@@ -18,6 +18,9 @@ pub enum Protocol {
     /// DLMS/COSEM, IEC 62056 (`protocol="dlms"`); the values, load profiles and the disconnect control
     /// are in [`DlmsProfile`](crate::dlms::DlmsProfile).
     Dlms,
+    /// Incotex Mercury 230/231/234/236 (`protocol="mercury"`); the values and the power profile are in
+    /// [`MercuryProfile`](crate::mercury::MercuryProfile).
+    Mercury,
 }
 
 /// Default line settings for the meter model (site config may override them).

@@ -12,6 +12,7 @@ use ami_protocols::modbus::value::{ByteOrder, Encoding, ValueType, WordOrder};
 
 use crate::dlms::{self, DlmsControlDef, DlmsLoadProfileDef, DlmsOptions, DlmsProfile, DlmsSource, DlmsValueDef};
 use crate::mbus::{split_dif_vif, MbusProfile, MbusSelect, MbusValueDef};
+use crate::mercury::{self, MercuryLoadProfileDef, MercuryOptions, MercuryProfile, MercurySource, MercuryValueDef};
 use crate::xml::{self, Attr, Element};
 use crate::{
     Control, ControlSource, LineDefaults, ModbusControl, ModbusOptions, ModbusValue, Obis, Profile, Protocol, ValueDef,
@@ -21,13 +22,14 @@ use crate::{
 /// Unit symbols a value may carry (design map, plus `%` and `K` for ratios and temperature
 /// differences); the empty string is a dimensionless value such as a power factor.
 pub const UNITS: &[&str] =
-    &["Wh", "W", "V", "A", "Hz", "var", "varh", "VA", "VAh", "m3", "m3/h", "degC", "K", "J", "s", "%", ""];
+    &["Wh", "W", "V", "A", "Hz", "var", "varh", "VA", "VAh", "m3", "m3/h", "degC", "K", "J", "s", "%", "deg", ""];
 
 /// Units whose values are cumulative registers: their `kind` defaults to `counter`.
 const COUNTER_UNITS: &[&str] = &["Wh", "varh", "VAh", "m3", "J"];
 
-/// Protocol names reserved for the same profile format; `modbus`, `mbus` and `dlms` are implemented so far.
-const FUTURE_PROTOCOLS: &[&str] = &["mercury"];
+/// Protocol names reserved for the same profile format; `modbus`, `mbus`, `dlms` and `mercury` are
+/// implemented so far.
+const FUTURE_PROTOCOLS: &[&str] = &["iec62056-21"];
 
 /// One problem in a profile file, located at the offending element or attribute.
 ///
@@ -67,7 +69,7 @@ impl ProfileError {
 
 impl Protocol {
     /// Every implemented protocol, in the order error messages list them.
-    pub const ALL: [Protocol; 3] = [Protocol::Modbus, Protocol::Mbus, Protocol::Dlms];
+    pub const ALL: [Protocol; 4] = [Protocol::Modbus, Protocol::Mbus, Protocol::Dlms, Protocol::Mercury];
 
     /// The name used in profiles (`protocol="modbus"`) and as the source element name.
     pub fn name(self) -> &'static str {
@@ -75,6 +77,7 @@ impl Protocol {
             Protocol::Modbus => "modbus",
             Protocol::Mbus => "mbus",
             Protocol::Dlms => "dlms",
+            Protocol::Mercury => "mercury",
         }
     }
 }
@@ -315,6 +318,8 @@ const PROFILE_ATTRS: &[&str] = &["id", "protocol", "manufacturer", "model", "doc
 const PROFILE_CHILDREN: &[&str] = &["line", "modbus", "mbus", "value", "control"];
 /// The children of a DLMS `<profile>`.
 const DLMS_PROFILE_CHILDREN: &[&str] = &["line", "dlms", "value", "load-profile", "control"];
+/// The children of a Mercury `<profile>`.
+const MERCURY_PROFILE_CHILDREN: &[&str] = &["line", "mercury", "value", "load-profile"];
 const LINE_ATTRS: &[&str] = &["baud", "parity", "data", "stop", "address", "timeout"];
 const MODBUS_OPTION_ATTRS: &[&str] = &["max-block", "max-gap", "word-order", "byte-order"];
 const VALUE_ATTRS: &[&str] = &["name", "obis", "unit", "kind", "description"];
@@ -396,6 +401,32 @@ pub(crate) fn parse_dlms(text: &str, file: &str) -> Result<DlmsProfile, Vec<Prof
     }
 }
 
+/// [`crate::mercury::parse_mercury_profile`]: the profile's common part and its Mercury part, together.
+pub(crate) fn parse_mercury(text: &str, file: &str) -> Result<MercuryProfile, Vec<ProfileError>> {
+    let (profile, part) = parse_any(text, file)?;
+    match part {
+        Part::Mercury(m) => Ok(MercuryProfile {
+            id: profile.id,
+            path: profile.path,
+            manufacturer: profile.manufacturer,
+            model: profile.model,
+            document: profile.document,
+            line: profile.line,
+            options: m.options,
+            values: m.values,
+            load_profile: m.load_profile,
+        }),
+        _ => Err(wrong_protocol(text, file, &profile, Protocol::Mercury, "a Mercury")),
+    }
+}
+
+/// The Mercury part of a profile.
+struct MercuryPart {
+    options: MercuryOptions,
+    values: Vec<MercuryValueDef>,
+    load_profile: Option<MercuryLoadProfileDef>,
+}
+
 /// The M-Bus part of a profile.
 struct MbusPart {
     values: Vec<MbusValueDef>,
@@ -416,6 +447,7 @@ enum Part {
     None,
     Mbus(MbusPart),
     Dlms(DlmsPart),
+    Mercury(MercuryPart),
 }
 
 /// What one `<value>` parsed into.
@@ -423,6 +455,7 @@ enum ParsedValue {
     Modbus(ValueDef),
     Mbus(MbusValueDef),
     Dlms(DlmsValueDef),
+    Mercury(MercuryValueDef),
 }
 
 /// The source element of a `<value>`.
@@ -430,6 +463,7 @@ enum ParsedSource {
     Modbus(ModbusValue),
     Mbus(MbusSelect),
     Dlms(DlmsSource),
+    Mercury(MercurySource),
 }
 
 /// What one `<control>` parsed into.
@@ -533,6 +567,8 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
     let mut dlms_options = DlmsOptions::default();
     let (mut seen_line, mut seen_modbus, mut seen_mbus) = (None::<usize>, None::<usize>, None::<usize>);
     let mut seen_dlms = None::<usize>;
+    let mut mercury_options = MercuryOptions::default();
+    let mut seen_mercury = None::<usize>;
     for child in &el.children {
         match child.name.as_str() {
             "line" => {
@@ -580,9 +616,25 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
                     dlms_options = dlms::options(ctx, child);
                 }
             }
+            "mercury" => {
+                if let Some(first) = seen_mercury {
+                    let first_line = ctx.line_of(first);
+                    ctx.error(child.pos, format!("duplicate <mercury> element (first one at line {first_line})"));
+                } else {
+                    seen_mercury = Some(child.pos);
+                    if protocol.is_some_and(|p| p != Protocol::Mercury) {
+                        ctx.error(child.pos, "<mercury> options in a profile whose protocol is not mercury");
+                    }
+                    mercury_options = mercury::options(ctx, child);
+                }
+            }
             "value" | "control" | "load-profile" => {}
             other => {
-                let children = if protocol == Some(Protocol::Dlms) { DLMS_PROFILE_CHILDREN } else { PROFILE_CHILDREN };
+                let children = match protocol {
+                    Some(Protocol::Dlms) => DLMS_PROFILE_CHILDREN,
+                    Some(Protocol::Mercury) => MERCURY_PROFILE_CHILDREN,
+                    _ => PROFILE_CHILDREN,
+                };
                 let msg = if FUTURE_PROTOCOLS.contains(&other) {
                     format!("<{other}> options are not supported yet (expected one of {})", children.join(", "))
                 } else {
@@ -602,14 +654,34 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
     let mut dlms_values = Vec::new();
     let mut load_profiles = Vec::new();
     let mut disconnect: Option<(DlmsControlDef, usize)> = None;
+    let mut mercury_values = Vec::new();
+    let mut power_profile: Option<(MercuryLoadProfileDef, usize)> = None;
     for child in &el.children {
         match child.name.as_str() {
             "value" => match value(ctx, child, protocol, &modbus, &mut names, &mut obis_seen) {
                 Some(ParsedValue::Modbus(v)) => values.push(v),
                 Some(ParsedValue::Mbus(v)) => mbus_values.push(v),
                 Some(ParsedValue::Dlms(v)) => dlms_values.push(v),
+                Some(ParsedValue::Mercury(v)) => mercury_values.push(v),
                 None => {}
             },
+            "load-profile" if protocol == Some(Protocol::Mercury) => {
+                if let Some(lp) = mercury::load_profile(ctx, child, &mut names, &mut obis_seen) {
+                    if let Some((first, pos)) = &power_profile {
+                        let first_line = ctx.line_of(*pos);
+                        ctx.error(
+                            child.pos,
+                            format!(
+                                "second <load-profile> \"{}\": a Mercury meter stores one power profile (\"{}\" at \
+                                 line {first_line})",
+                                lp.name, first.name
+                            ),
+                        );
+                    } else {
+                        power_profile = Some((lp, child.pos));
+                    }
+                }
+            }
             "load-profile" => {
                 if protocol.is_some_and(|p| p != Protocol::Dlms) {
                     ctx.error(child.pos, "<load-profile> in a profile whose protocol is not dlms");
@@ -645,7 +717,7 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
     if !reads_something && !all_records {
         let hint = match protocol {
             Some(Protocol::Mbus) => " (or <mbus all-records=\"true\"/>)",
-            Some(Protocol::Dlms) => " or <load-profile>",
+            Some(Protocol::Dlms | Protocol::Mercury) => " or <load-profile>",
             _ => "",
         };
         ctx.error(el.pos, format!("empty profile: <profile> defines no <value>{hint}"));
@@ -657,6 +729,11 @@ fn profile(ctx: &mut Ctx<'_>, el: &Element) -> Option<(Profile, Part)> {
             values: dlms_values,
             load_profiles,
             disconnect: disconnect.map(|(c, _)| c),
+        }),
+        Some(Protocol::Mercury) => Part::Mercury(MercuryPart {
+            options: mercury_options,
+            values: mercury_values,
+            load_profile: power_profile.map(|(lp, _)| lp),
         }),
         _ => Part::None,
     };
@@ -712,6 +789,8 @@ fn line_defaults(ctx: &mut Ctx<'_>, el: &Element, protocol: Option<Protocol>) ->
             // M-Bus primary addresses 1..250, and 0 for a factory-new (unconfigured) meter.
             Some(Protocol::Mbus) => (0, 250, "M-Bus primary address (0..250)"),
             Some(Protocol::Dlms) => (0, 0, ""),
+            // Mercury network addresses 1..240, and 0 = any meter (point-to-point lines only).
+            Some(Protocol::Mercury) => (0, 240, "Mercury network address (0..240)"),
         };
         if protocol == Some(Protocol::Dlms) {
             ctx.error(
@@ -884,7 +963,15 @@ fn value(
                 }
                 source = dlms::value_source(ctx, child).map(ParsedSource::Dlms);
             }
-            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" => {
+            "mercury" if protocol == Some(Protocol::Mercury) => {
+                source_count += 1;
+                if source_count > 1 {
+                    ctx.error(child.pos, "more than one <mercury> source in <value>");
+                    continue;
+                }
+                source = mercury::value_source(ctx, child).map(ParsedSource::Mercury);
+            }
+            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" || other == "mercury" => {
                 source_count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
                 ctx.error(child.pos, format!("<{other}> source does not match the profile's protocol \"{p}\""));
@@ -921,6 +1008,24 @@ fn value(
             select,
             line,
         }),
+        ParsedSource::Mercury(src) => {
+            let unit = unit?;
+            if !mercury::check_unit(ctx, unit_attr, &unit, &src) {
+                return None;
+            }
+            ParsedValue::Mercury(MercuryValueDef {
+                name: name?,
+                obis: obis?,
+                unit,
+                kind: match el.attr("kind") {
+                    Some(_) => kind?,
+                    None => mercury::default_kind(&src),
+                },
+                description,
+                source: src,
+                line,
+            })
+        }
         ParsedSource::Dlms(src) => {
             if !unit_ok {
                 return None;
@@ -1149,6 +1254,10 @@ fn control(
         ctx.error(el.pos, "<control> in an mbus profile: M-Bus profiles have no writable controls");
         return None;
     }
+    if protocol == Some(Protocol::Mercury) {
+        ctx.error(el.pos, "<control> in a mercury profile: ami does not switch Mercury load relays");
+        return None;
+    }
     ctx.check_attrs(el, CONTROL_ATTRS);
     ctx.no_text(el);
     let name = ctx.required(el, "name").and_then(|a| {
@@ -1197,7 +1306,7 @@ fn control(
                 }
                 dlms_target = dlms::control_target(ctx, child);
             }
-            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" => {
+            other if FUTURE_PROTOCOLS.contains(&other) || other == "dlms" || other == "mercury" => {
                 count += 1;
                 let p = protocol.map_or("unknown", Protocol::name);
                 ctx.error(child.pos, format!("<{other}> target does not match the profile's protocol \"{p}\""));

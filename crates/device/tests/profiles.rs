@@ -86,6 +86,19 @@ fn every_shipped_profile_is_valid() {
             }
             continue;
         }
+        if p.protocol == Protocol::Mercury {
+            // Mercury values and the power profile live in the Mercury part
+            // (crates/device/tests/mercury_profiles.rs checks them in detail).
+            let m = ami_device::mercury::MercuryProfile::from_profile(p).expect("Mercury part");
+            assert!(m.values.len() >= 10, "{} has only {} values", p.id, m.values.len());
+            assert!(m.load_profile.is_some(), "{} reads no power profile", p.id);
+            for v in &m.values {
+                if matches!(v.unit.as_str(), "Wh" | "varh") {
+                    assert_eq!(v.kind, ValueKind::Counter, "{}/{}", p.id, v.name);
+                }
+            }
+            continue;
+        }
         if p.protocol == Protocol::Dlms {
             // DLMS values, load profiles and the disconnect control live in the DLMS part
             // (crates/device/tests/dlms_profiles.rs checks them in detail).
@@ -356,9 +369,13 @@ fn structural_mistakes_are_errors() {
     // An empty file and a file with another root element.
     assert_eq!(errors(""), ["devices/t.xml:1:1: empty profile: no <profile> element"]);
     assert_eq!(errors("<meter/>"), ["devices/t.xml:1:1: root element is <meter>, expected <profile>"]);
-    // Unsupported protocol.
+    // A reserved, not yet implemented protocol.
+    let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="iec62056-21""#);
+    assert!(errors(&text)[0]
+        .contains("protocol \"iec62056-21\" is not supported yet (supported: modbus, mbus, dlms, mercury)"));
+    // Modbus sources in a Mercury profile.
     let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mercury""#);
-    assert!(errors(&text)[0].contains("protocol \"mercury\" is not supported yet (supported: modbus, mbus, dlms)"));
+    assert!(errors(&text).iter().any(|e| e.contains("<modbus> source in a profile whose protocol is not modbus")));
     // Modbus elements in an M-Bus profile.
     let text = GOOD.replace(r#"protocol="modbus""#, r#"protocol="mbus""#);
     assert!(errors(&text).iter().any(|e| e.contains("<modbus> source in a profile whose protocol is not modbus")));
