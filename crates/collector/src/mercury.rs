@@ -425,7 +425,7 @@ async fn read_power_profile(
     let mut skipped: Option<(i64, i64)> = None;
     while window_from < until {
         if ctx.stop.is_some_and(|s| *s.borrow()) {
-            debug!(meter = %ctx.meter, profile = %lp.name, "stopping: the rest of the catch-up waits for the next start");
+            debug!(meter = %ctx.meter, profile = %lp.name, "stopping: the catch-up goes on at the next start");
             break;
         }
         let window_to = until.min(window_from.saturating_add(PROFILE_WINDOW_S));
@@ -479,7 +479,8 @@ async fn read_power_profile(
     }
     if let Some((f, t)) = skipped {
         let at = |s: i64| Utc.timestamp_opt(s, 0).single().map(|d| d.to_rfc3339()).unwrap_or_default();
-        info!(meter = %ctx.meter, profile = %lp.name, from = %at(f), to = %at(t), "the meter holds no records for this time range; skipped");
+        info!(meter = %ctx.meter, profile = %lp.name, from = %at(f), to = %at(t),
+              "the meter holds no records for this time range; skipped");
     }
     Ok(())
 }
