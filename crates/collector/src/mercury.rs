@@ -1011,8 +1011,14 @@ mod tests {
     use std::path::Path;
 
     fn meter(extra: &str, media: &str) -> (MeterCfg, MediaUrl) {
+        meter_id("m-1", extra, media)
+    }
+
+    /// A meter called `id` (tests that set a meter's secrets in the environment use their own id: tests run
+    /// in parallel).
+    fn meter_id(id: &str, extra: &str, media: &str) -> (MeterCfg, MediaUrl) {
         let text = format!(
-            "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"{media}\"\n[[meter]]\nid = \"m-1\"\nbus = \"b\"\n\
+            "[site]\nid = \"s\"\n[[bus]]\nid = \"b\"\nmedia = \"{media}\"\n[[meter]]\nid = \"{id}\"\nbus = \"b\"\n\
              profile = \"mercury-230\"\n{extra}"
         );
         let c = Config::parse(&text, Path::new("/etc/ami/amid.toml")).unwrap();
@@ -1048,20 +1054,20 @@ mod tests {
 
     #[test]
     fn the_password_comes_from_the_secrets_and_mistakes_name_the_key_not_the_value() {
-        std::env::set_var("AMI_SECRET_M_1_PASSWORD", "A1B2C3D4E5F6");
-        let (m, media) = meter("address = 128\n", "serial:///dev/ttyUSB0");
+        std::env::set_var("AMI_SECRET_M_2_PASSWORD", "A1B2C3D4E5F6");
+        let (m, media) = meter_id("m-2", "address = 128\n", "serial:///dev/ttyUSB0");
         let p = plan(&m, &m.mercury, profile(), Some(&media), Duration::from_secs(1), 2).unwrap();
         assert_eq!(p.meter.password.bytes(), &[0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6]);
         assert!(!format!("{p:?}").contains("A1") && !format!("{p:?}").contains("161"), "{p:?}");
-        std::env::set_var("AMI_SECRET_M_1_PASSWORD", "hunter2");
-        let (m, media) = meter("address = 128\n", "serial:///dev/ttyUSB0");
+        std::env::set_var("AMI_SECRET_M_2_PASSWORD", "hunter2");
+        let (m, media) = meter_id("m-2", "address = 128\n", "serial:///dev/ttyUSB0");
         let e = plan(&m, &m.mercury, profile(), Some(&media), Duration::from_secs(1), 2).unwrap_err();
-        assert!(e.contains("12 hex digits") && e.contains("AMI_SECRET_M_1_PASSWORD") && !e.contains("hunter2"), "{e}");
-        std::env::remove_var("AMI_SECRET_M_1_PASSWORD");
-        let (m, media) = meter("", "serial:///dev/ttyUSB0");
+        assert!(e.contains("12 hex digits") && e.contains("AMI_SECRET_M_2_PASSWORD") && !e.contains("hunter2"), "{e}");
+        std::env::remove_var("AMI_SECRET_M_2_PASSWORD");
+        let (m, media) = meter_id("m-2", "", "serial:///dev/ttyUSB0");
         let e = plan(&m, &m.mercury, profile(), Some(&media), Duration::from_secs(1), 2).unwrap_err();
         assert!(e.contains("needs its network address"), "{e}");
-        let (m, media) = meter("address = 241\n", "serial:///dev/ttyUSB0");
+        let (m, media) = meter_id("m-2", "address = 241\n", "serial:///dev/ttyUSB0");
         let e = plan(&m, &m.mercury, profile(), Some(&media), Duration::from_secs(1), 2).unwrap_err();
         assert!(e.contains("1..240"), "{e}");
     }
