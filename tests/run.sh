@@ -60,7 +60,6 @@ if [ ! -x "$spodes" ]; then
     cargo install -q --locked spodes-rs --version 0.7.1 --example hdlc_tcp_server --root "$root/.tools/spodes"
 fi
 export AMI_SPODES_SERVER="$spodes"
-export AMI_SPODES_HDLC_SERVER="$spodes" # the name crates/link/tests/hdlc_spodes_interop.rs reads
 
 say "building"
 cargo build --workspace --all-targets --locked
