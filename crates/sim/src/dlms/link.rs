@@ -58,6 +58,8 @@ pub(crate) struct DlmsSession {
     discarded_seen: u64,
     out: VecDeque<Vec<u8>>,
     peer: String,
+    /// An optical port: after DISC the meter waits for the next IEC 62056-21 sign-on (at 300 baud) again.
+    optical: bool,
 }
 
 impl DlmsSession {
@@ -79,6 +81,7 @@ impl DlmsSession {
             discarded_seen: 0,
             out: VecDeque::new(),
             peer,
+            optical: mode_e && matches!(framing, DlmsFraming::Hdlc),
         }
     }
 
@@ -198,9 +201,16 @@ impl DlmsSession {
         if matches!(frame.control, Control::SNRM { .. } | Control::DISC { .. }) {
             self.app.reset();
         }
+        let disc = matches!(frame.control, Control::DISC { .. });
         let action = server.on_frame(frame);
         match action {
-            ServerAction::Reply(bytes) => self.send(bytes),
+            ServerAction::Reply(bytes) => {
+                self.send(bytes);
+                if disc && self.optical {
+                    // Like a real optical port: the HDLC link is over, the next client signs on again.
+                    self.link = Link::ModeE { buf: Vec::new(), identified: false };
+                }
+            }
             ServerAction::Ignore => {}
             ServerAction::Apdu(apdu) => {
                 let sap = match server.client() {
@@ -371,6 +381,20 @@ mod tests {
         // Without the opening, HDLC straight away.
         let (_, mut s) = session(DlmsFraming::Hdlc, true);
         associate(&mut s, Address::One(1));
+    }
+
+    #[test]
+    fn an_optical_meter_waits_for_a_new_sign_on_after_disc() {
+        let (_, mut s) = session(DlmsFraming::Hdlc, true);
+        for round in 0..3 {
+            s.input(b"/?!\r\n");
+            let ident = s.poll_transmit().unwrap_or_else(|| panic!("no identification in round {round}"));
+            let id = mode_e::parse_identification(&ident).unwrap();
+            s.input(&mode_e::ack_hdlc(id.baud_char));
+            let mut client = associate(&mut s, Address::One(1));
+            let ua = feed(&mut s, &client.disc());
+            assert_eq!(ua.len(), 1, "DISC is answered in round {round}");
+        }
     }
 
     #[test]
