@@ -396,7 +396,8 @@ pub async fn spawn_tcp(
 /// Serves `meter` on one byte stream (a pty, a serial port, an in-memory duplex) until end of stream or an
 /// I/O error. With `mode_e` the meter first answers an IEC 62056-21 sign-on (`/?!`) with its
 /// identification and waits for the acknowledgement before HDLC (a client that starts with HDLC directly
-/// is served too). A partial frame is discarded after 1 s of silence.
+/// is served too), and after every DISC it waits for the next sign-on again, as an optical port does. A
+/// partial frame is discarded after 1 s of silence.
 pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     meter: DlmsMeter,
