@@ -4,6 +4,7 @@
 //! No sockets and no clock here: bytes go through `ami_link::BusHandle`, time is the bus's business.
 //! Panic contract: no reply from a meter panics any decoder; every failure is a typed error.
 
+mod civil;
 pub mod dlms;
 pub mod mbus;
 pub mod mercury;

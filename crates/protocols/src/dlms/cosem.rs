@@ -17,6 +17,7 @@
 use super::apdu::{AttributeDescriptor, LogicalName, MethodDescriptor, SelectiveAccess};
 use super::axdr::{Data, Date, DateTime, Time, DEVIATION_NOT_SPECIFIED, NOT_SPECIFIED, YEAR_NOT_SPECIFIED};
 use super::client::DlmsError;
+use crate::civil::{civil_from_days, days_from_civil, days_in_month};
 
 /// Class id of Data (1).
 pub const CLASS_DATA: u16 = 1;
@@ -262,41 +263,6 @@ pub fn data_to_i64(data: &Data) -> Option<i64> {
         }
         _ => return None,
     })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d is 1..=31 and m 1..=12 by construction.
-    (y, m as u8, d as u8)
-}
-
-fn days_in_month(y: i64, m: u8) -> u8 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
 }
 
 /// Unix seconds of a COSEM date-time: `UTC = local + deviation` (module doc); a deviation not specified is

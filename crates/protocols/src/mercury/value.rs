@@ -20,6 +20,7 @@
 
 use super::request::Bwri;
 use super::request::{PowerKind, Quantity};
+use crate::civil::{civil_from_days, days_from_civil, days_in_month};
 
 /// Why reply data could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -330,43 +331,10 @@ fn check_date(yy: u8, month: u8, day: u8) -> Result<Date, DecodeError> {
     if !(1..=12).contains(&month) {
         return Err(DecodeError::Range { what: "month", value: u32::from(month) });
     }
-    if day == 0 || day > days_in_month(year, month) {
+    if day == 0 || day > days_in_month(i64::from(year), month) {
         return Err(DecodeError::Range { what: "day", value: u32::from(day) });
     }
     Ok(Date { year, month, day })
-}
-
-fn days_in_month(year: u16, month: u8) -> u8 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// A point in meter time to the minute (meters keep local time without a zone), 2000–2099.
@@ -406,7 +374,7 @@ impl Stamp {
     /// Minutes since 2000-01-01 00:00.
     #[must_use]
     pub fn minutes(&self) -> i64 {
-        let days = days_from_civil(i64::from(self.date.year), i64::from(self.date.month), i64::from(self.date.day))
+        let days = days_from_civil(i64::from(self.date.year), u32::from(self.date.month), u32::from(self.date.day))
             - days_from_civil(2000, 1, 1);
         days * 1440 + i64::from(self.hour) * 60 + i64::from(self.minute)
     }
@@ -420,7 +388,7 @@ impl Stamp {
         let in_day = m.rem_euclid(1440);
         let small = |v: i64| u8::try_from(v).unwrap_or(0);
         Self {
-            date: Date { year: u16::try_from(y).unwrap_or(2000), month: small(mo), day: small(d) },
+            date: Date { year: u16::try_from(y).unwrap_or(2000), month: mo, day: d },
             hour: small(in_day / 60),
             minute: small(in_day % 60),
         }
