@@ -240,7 +240,7 @@ pub struct ScanArgs {
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
     /// Protocol of the frame.
-    #[arg(long, value_parser = ["modbus", "mbus", "dlms"])]
+    #[arg(long, value_parser = ["modbus", "mbus", "dlms", "mercury"])]
     protocol: String,
     /// The frame as hex (spaces, colons and 0x prefixes are ignored), e.g. "11 03 00 6B 00 03 76 87".
     #[arg(long, conflicts_with = "hex_file", required_unless_present = "hex_file")]
@@ -248,6 +248,9 @@ pub struct DecodeArgs {
     /// A file holding the frame as hex (one frame; lines starting with # are ignored).
     #[arg(long)]
     hex_file: Option<PathBuf>,
+    /// Mercury: the request (hex) the frame answers, so the reply is decoded exactly.
+    #[arg(long)]
+    request: Option<String>,
     /// Modbus framing of the capture: rtu (serial, gateways) or tcp (MBAP).
     #[arg(long, value_parser = ["rtu", "tcp"], default_value = "rtu")]
     framing: String,
@@ -301,6 +304,16 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     }
     if args.protocol == "dlms" {
         return crate::dlms_cli::decode(&bytes, args.format == Format::Json);
+    }
+    if args.protocol == "mercury" {
+        let request = match &args.request {
+            Some(r) => Some(parse_hex(r).map_err(|e| anyhow!(BadInput(format!("bad --request hex: {e}"))))?),
+            None => None,
+        };
+        return crate::mercury::decode(&bytes, request.as_deref(), args.format == Format::Json);
+    }
+    if args.request.is_some() {
+        return Err(anyhow!(BadInput("--request is for --protocol mercury".into())));
     }
     let framing = if args.framing == "tcp" { Framing::Tcp } else { Framing::Rtu };
     let direction = match args.direction.as_str() {
@@ -357,9 +370,17 @@ pub struct SimulateArgs {
     /// FCB, HDLC re-sends).
     #[arg(long)]
     pub drop_every: Option<u32>,
-    /// DLMS: the LLS password of client 32 (default 00000000).
+    /// DLMS: the LLS password of client 32 (default 00000000). Mercury: the level-1 channel password, 12 hex
+    /// digits (default 010101010101).
     #[arg(long, help_heading = "DLMS")]
     pub password: Option<String>,
+    /// Mercury: the channel closes after this much idleness (default 240s, the meters').
+    #[arg(long, value_parser = parse_duration, help_heading = "Mercury")]
+    pub channel_timeout: Option<Duration>,
+    /// Mercury: Modbus RTU meters on the same line, PROFILE@UNIT (repeatable), e.g. eastron-sdm630@1: one
+    /// mixed RS-485 line on a serial:// device or pty.
+    #[arg(long = "modbus", value_name = "PROFILE@UNIT", help_heading = "Mercury")]
+    pub modbus: Vec<String>,
     /// DLMS: block cipher key (EK), 32 hex digits (default the Green Book test key 000102…0F).
     #[arg(long, help_heading = "DLMS")]
     pub block_key: Option<String>,
@@ -579,6 +600,9 @@ async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
     if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Dlms {
         return crate::dlms_cli::control(&args.meter, &args.meter_id, &args.name, args.state == "on").await;
     }
+    if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Mercury {
+        return Err(anyhow!(BadInput(format!("{}: ami does not switch Mercury load relays", args.name))));
+    }
     let m = open_meter(&args.meter).await?;
     if m.profile.control(&args.name).is_none() {
         let known: Vec<&str> = m.profile.controls.iter().map(|c| c.name.as_str()).collect();
@@ -600,6 +624,10 @@ async fn control(args: ControlArgs) -> anyhow::Result<ExitCode> {
 async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Dlms {
         let (readings, errors) = crate::dlms_cli::read(&args.meter, &args.meter_id).await?;
+        return print_read(&args, ReadResult { readings, errors });
+    }
+    if load_profile(&args.meter.profile)?.protocol == ami_device::Protocol::Mercury {
+        let (readings, errors) = crate::mercury::read(&args.meter, &args.meter_id).await?;
         return print_read(&args, ReadResult { readings, errors });
     }
     let OpenedMeter { profile, master, unit, media, timeout, retries } = open_meter(&args.meter).await?;
@@ -760,6 +788,16 @@ fn profiles_list() -> anyhow::Result<ExitCode> {
             _ if dlms.is_some() => {
                 let d = dlms.as_ref().map_or((0, 0), |d| (d.values.len(), d.load_profiles.len()));
                 format!("{} values, {} load profile{}", d.0, d.1, if d.1 == 1 { "" } else { "s" })
+            }
+            _ if p.protocol == ami_device::Protocol::Mercury => {
+                match ami_device::mercury::MercuryProfile::from_profile(p) {
+                    Ok(m) => format!(
+                        "{} values{}",
+                        m.values.len(),
+                        if m.load_profile.is_some() { ", power profile" } else { "" }
+                    ),
+                    Err(_) => "invalid".to_string(),
+                }
             }
             Ok(m) if p.protocol == ami_device::Protocol::Mbus => {
                 if m.all_records {

@@ -33,6 +33,13 @@
 //! system_title = "414D490000000001"  # the client's system title, 16 hex digits (default: "AMI" + site hash)
 //! optical = false              # IEC 62056-21 mode E opening (optical probe on a serial port)
 //! profile_backfill = "1d"      # how far back the first read of a load profile reaches, default 1d
+//!
+//! # Incotex Mercury meters (profile protocol "mercury"): address required, the rest optional
+//! address = 128                # network address 1..=240 (by convention the serial number's last 3 digits)
+//! level = 1                    # channel access level: 1 user (reading), 2 admin; default the profile's
+//! multiplier = 1               # the meter's timing multiplier; default the profile's
+//! utc_offset = "+03:00"        # the meter clock's zone; default inferred from its clock (15-min steps)
+//! profile_backfill = "2d"      # how far back the first read of the power profile reaches, default 1d
 //! ```
 //!
 //! Secrets (the LLS password, the block cipher key and the authentication key) never live in `amid.toml`
@@ -40,7 +47,9 @@
 //! meter with `password`, `block_cipher_key`, `authentication_key`; it should be mode 0600) or from the
 //! environment (`AMI_SECRET_<ID>_PASSWORD`, `AMI_SECRET_<ID>_BLOCK_CIPHER_KEY`,
 //! `AMI_SECRET_<ID>_AUTHENTICATION_KEY`, the meter id upper-cased with `-` and `.` as `_`; the environment
-//! wins). They are never logged and their `Debug` output is redacted.
+//! wins). They are never logged and their `Debug` output is redacted. A Mercury meter's channel password is
+//! its `password` there too: 12 hex digits, six raw bytes (`010101010101`, the factory level-1 password, is
+//! the default when none is given).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -201,6 +210,8 @@ pub struct MeterCfg {
     pub dlms: DlmsMeterCfg,
     /// The meter's secrets from the secrets file or the environment (never from the profile).
     pub secrets: MeterSecrets,
+    /// Incotex Mercury settings (only for meters whose profile speaks Mercury; each overrides the profile).
+    pub mercury: crate::mercury::MercuryMeterCfg,
     /// Line of the `[[meter]]` entry (for later errors, e.g. an unknown profile).
     pub line: usize,
 }
@@ -487,6 +498,9 @@ struct RawMeter {
     system_title: Option<Spanned<String>>,
     optical: Option<Spanned<bool>>,
     profile_backfill: Option<Spanned<String>>,
+    level: Option<Spanned<i64>>,
+    multiplier: Option<Spanned<i64>>,
+    utc_offset: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -900,6 +914,25 @@ impl Config {
                     Err(msg) => err(b.span(), key("profile_backfill"), msg),
                 }
             }
+            let mut mercury = crate::mercury::MercuryMeterCfg::default();
+            if let Some(l) = &m.level {
+                match u8::try_from(*l.get_ref()) {
+                    Ok(v @ 1..=2) => mercury.level = Some(v),
+                    _ => err(l.span(), key("level"), format!("{} (expected 1 = user or 2 = admin)", l.get_ref())),
+                }
+            }
+            if let Some(n) = &m.multiplier {
+                match u8::try_from(*n.get_ref()) {
+                    Ok(v @ 1..=255) => mercury.multiplier = Some(v),
+                    _ => err(n.span(), key("multiplier"), format!("{} (expected 1..=255)", n.get_ref())),
+                }
+            }
+            if let Some(o) = &m.utc_offset {
+                match crate::mercury::parse_utc_offset(o.get_ref()) {
+                    Ok(v) => mercury.utc_offset_min = Some(v),
+                    Err(msg) => err(o.span(), key("utc_offset"), msg),
+                }
+            }
             let from_file = secrets_by_meter.remove(&id).unwrap_or_default();
             let secrets = env_secrets(&id, from_file, &mut secret_errors);
             meters.push(MeterCfg {
@@ -912,6 +945,7 @@ impl Config {
                 timeout,
                 dlms,
                 secrets,
+                mercury,
                 line,
             });
         }
@@ -1091,6 +1125,20 @@ ciphering = true             # glo-ciphering, security suite 0 (needs both keys)
 # optical = false            # IEC 62056-21 mode E opening for an optical probe
 profile_backfill = "1d"      # how far back the first read of a load profile reaches (default 1d); after
                              # that amid asks only for the intervals it has not stored yet
+
+# An Incotex Mercury 230 on the RS-485 line beside the Modbus meters (the bus runs them one at a time).
+[[meter]]
+id = "workshop"
+bus = "rs485-a"
+profile = "mercury-230"      # energy, U/I/P/Q/S, cos phi, frequency, the half-hour power profile
+address = 128                # network address 1..=240 (by convention the serial number's last 3 digits)
+interval = "1h"              # the power profile is read incrementally from where the store left off
+# level = 1                  # channel access level: 1 user (enough for reading), 2 admin
+# multiplier = 1             # the meter's programmable timing multiplier
+# utc_offset = "+03:00"      # the meter clock's zone (default: inferred from its clock, in 15-min steps)
+# The channel password is the meter's password in the secrets file: 12 hex digits, six raw bytes
+#   [meter.workshop]
+#   password = "010101010101"  # the factory level-1 password (the default when none is given)
 "#;
 
 #[cfg(test)]

@@ -319,6 +319,7 @@ async fn open_cli(args: &MeterArgs, meter_id: &str) -> anyhow::Result<CliMeter> 
             profile_backfill: d.profile_since.unwrap_or(crate::config::DEFAULT_PROFILE_BACKFILL),
         },
         secrets,
+        mercury: crate::mercury::MercuryMeterCfg::default(),
         line: 0,
     };
     let plan = crate::dlms::plan(&cfg, "amid-cli", dp, Some(&media)).map_err(bad)?;

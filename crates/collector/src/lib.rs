@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dlms;
 pub mod dlms_cli;
 pub mod mbus_cli;
+pub mod mercury;
 pub mod outbox;
 pub mod run;
 pub mod schedule;

@@ -5,7 +5,8 @@
 //! the writer commits everything it was handed and the process exits 0. A reading that was read is
 //! therefore either committed or was never reported as read. A DLMS load profile catch-up stops after the
 //! window in flight (each window is committed with its mark as it arrives); the next start goes on from
-//! the mark.
+//! the mark. Mercury meters keep their channel open between polls; at shutdown each bus closes the channels
+//! it opened.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub struct MeterPlan {
     pub mbus: Option<Arc<ami_device::mbus::MbusProfile>>,
     /// The resolved DLMS settings (profile view, addresses, authentication with secrets), for DLMS meters.
     pub dlms: Option<Arc<crate::dlms::DlmsPlan>>,
+    /// The resolved Mercury settings (profile view, address, level, password, timing), for Mercury meters.
+    pub mercury: Option<Arc<crate::mercury::MercuryPlan>>,
 }
 
 impl MeterPlan {
@@ -115,8 +118,51 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
                 });
             match plan {
                 Ok(p) => {
-                    out.push(MeterPlan { cfg: m.clone(), profile, address: 0, mbus: None, dlms: Some(Arc::new(p)) });
+                    out.push(MeterPlan {
+                        cfg: m.clone(),
+                        profile,
+                        address: 0,
+                        mbus: None,
+                        dlms: Some(Arc::new(p)),
+                        mercury: None,
+                    });
                 }
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
+        let is_mercury = profile.protocol == ami_device::Protocol::Mercury;
+        if !is_mercury && m.mercury.any_set() {
+            errors.push(format!(
+                "{}: level, multiplier and utc_offset are for Mercury meters; profile {} speaks {}",
+                at("profile"),
+                profile.id,
+                profile.protocol
+            ));
+            continue;
+        }
+        if is_mercury {
+            if m.secondary.is_some() {
+                errors.push(format!("{}: only M-Bus meters have a secondary address", at("secondary")));
+                continue;
+            }
+            let bus = config.buses.iter().find(|b| b.id == m.bus);
+            let plan = ami_device::mercury::MercuryProfile::from_profile(&profile)
+                .map_err(|e| format!("{}: {e}", at("profile")))
+                .and_then(|mp| {
+                    let (timeout, retries) = bus.map_or((Duration::from_secs(1), 2), |b| (b.timeout, b.retries));
+                    crate::mercury::plan(m, &m.mercury, mp, bus.map(|b| &b.media), timeout, retries)
+                        .map_err(|e| format!("{}:{}: meter[{i}] ({}): {e}", config.path.display(), m.line, m.id))
+                });
+            match plan {
+                Ok(p) => out.push(MeterPlan {
+                    cfg: m.clone(),
+                    profile,
+                    address: p.meter.address.0,
+                    mbus: None,
+                    dlms: None,
+                    mercury: Some(Arc::new(p)),
+                }),
                 Err(e) => errors.push(e),
             }
             continue;
@@ -150,7 +196,7 @@ pub fn plan_meters(config: &Config) -> Result<Vec<MeterPlan>, Vec<String>> {
         } else {
             None
         };
-        out.push(MeterPlan { cfg: m.clone(), profile, address, mbus, dlms: None });
+        out.push(MeterPlan { cfg: m.clone(), profile, address, mbus, dlms: None, mercury: None });
     }
     if errors.is_empty() {
         Ok(out)
@@ -386,6 +432,7 @@ struct MeterRun {
     backoff: Backoff,
     failures: u32,
     dlms: Option<DlmsRun>,
+    mercury: Option<crate::mercury::MercuryRun>,
 }
 
 /// A DLMS meter's state in its bus task: its invocation counter and the last stored interval per load
@@ -487,6 +534,9 @@ async fn open_bus(cfg: &BusCfg, media: &MediaUrl, stop: &mut watch::Receiver<boo
 async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
     let BusCtx { tx, mut stop, mut commands, clock, db } = ctx;
     let media = effective_media(&cfg, &meters);
+    // A Mercury meter may need more silence between exchanges than the bus is configured for.
+    let guard_time = crate::mercury::bus_guard_time(cfg.guard_time, meters.iter().filter_map(|m| m.mercury.as_deref()));
+    let cfg = BusCfg { guard_time, ..cfg };
     let Some(bus) = open_bus(&cfg, &media, &mut stop).await else { return };
     let master = Master::new(bus.clone(), cfg.framing);
     let bus_timeout = cfg.timeout;
@@ -499,10 +549,11 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
             backoff: Backoff::new(Duration::from_secs(2), plan.cfg.interval.max(Duration::from_secs(2))),
             failures: 0,
             dlms: plan.dlms.as_deref().map(|d| DlmsRun::open(&db, &plan, d)),
+            mercury: plan.mercury.as_deref().map(|p| crate::mercury::MercuryRun::open(&db, p, bus.clone())),
             plan,
         })
         .collect();
-    loop {
+    'poll: loop {
         let Some(due) = runs.iter().map(|r| r.next).min() else { return };
         let wait = (due - clock()).to_std().unwrap_or_default();
         tokio::select! {
@@ -514,7 +565,7 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
                 let _ = tx.send(StoreMsg::CommandDone { id: cmd.id, ok, message, at_ms: clock().timestamp_millis() });
                 continue;
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => break 'poll,
         }
         // Meters on one bus in turn, earliest due first.
         let now = clock();
@@ -522,11 +573,15 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
         order.sort_by_key(|&i| runs[i].next);
         for i in order {
             if *stop.borrow() {
-                return;
+                break 'poll;
             }
             let run = &mut runs[i];
             let m = &run.plan;
             let outcome = match (&m.mbus, &m.dlms, &mut run.dlms) {
+                _ if m.mercury.is_some() && run.mercury.is_some() => {
+                    let (Some(plan), Some(state)) = (&m.mercury, run.mercury.as_mut()) else { continue };
+                    poll_mercury(m, plan, state, (&tx, &stop), &clock).await
+                }
                 (_, Some(plan), Some(state)) => {
                     poll_dlms(m, plan, state, &bus, (bus_timeout, bus_retries), (&tx, &stop), &clock).await
                 }
@@ -560,6 +615,67 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
         }
         let _ = tx.send(StoreMsg::Counters(bus.stats()));
     }
+    // Shutdown: close the Mercury channels this bus opened (best effort, bounded).
+    for run in &mut runs {
+        if let Some(state) = run.mercury.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), crate::mercury::close(&mut state.client)).await;
+        }
+    }
+    let _ = tx.send(StoreMsg::Counters(bus.stats()));
+}
+
+/// Polls a Mercury meter: the power-profile windows go to the writer as they are read (each with its
+/// mark), the values are returned like any poll's.
+async fn poll_mercury(
+    m: &MeterPlan,
+    plan: &crate::mercury::MercuryPlan,
+    state: &mut crate::mercury::MercuryRun,
+    (tx, stop): (&std_mpsc::Sender<StoreMsg>, &watch::Receiver<bool>),
+    clock: &Clock,
+) -> Result<Vec<StoredReading>, String> {
+    let mut intervals = 0usize;
+    let sender = tx.clone();
+    let meter_id = m.cfg.id.clone();
+    let mut sink = |window: crate::dlms::Intervals| -> Result<(), String> {
+        intervals += window.readings.len();
+        sender
+            .send(StoreMsg::Intervals { meter: meter_id.clone(), intervals: window })
+            .map_err(|_| "the store is closing".to_string())
+    };
+    let crate::mercury::MercuryRun { client, marks, constant, drift_reported } = state;
+    let poll = {
+        let mut ctx = crate::mercury::PollCtx {
+            meter: &m.cfg.id,
+            marks,
+            constant,
+            now: clock(),
+            on_window: Some(&mut sink),
+            stop: Some(stop),
+        };
+        crate::mercury::poll(plan, client, &mut ctx).await
+    };
+    if intervals > 0 {
+        info!(meter = %m.cfg.id, values = intervals, "power profile read");
+    }
+    let poll = poll?;
+    if let Some(drift) = poll.clock_drift_s.filter(|_| clock_trusted(clock())) {
+        if drift.abs() > CLOCK_DRIFT_WARN_S && !*drift_reported {
+            warn!(meter = %m.cfg.id, drift_s = drift, "the meter's clock is off; power profile timestamps are the meter's");
+            *drift_reported = true;
+        } else if drift.abs() <= CLOCK_DRIFT_WARN_S {
+            *drift_reported = false;
+        }
+    }
+    if let Some(first) = poll.errors.first() {
+        warn!(meter = %m.cfg.id, missing = poll.errors.len(), "values not read, first: {first}");
+    }
+    let mut readings = poll.readings;
+    if !clock_trusted(clock()) {
+        for r in &mut readings {
+            r.reading.quality.clock_untrusted = true;
+        }
+    }
+    Ok(readings)
 }
 
 /// Polls a DLMS meter: the load profile windows go to the writer as they are read (each with its mark),
@@ -634,6 +750,26 @@ async fn run_command(
     let Some(run) = runs.iter_mut().find(|r| r.plan.cfg.id == cmd.meter) else {
         return Err(format!("meter {:?} is not on this bus", cmd.meter));
     };
+    if let (Some(plan), Some(state)) = (run.plan.mercury.clone(), run.mercury.as_mut()) {
+        let m = &run.plan;
+        return match &cmd.action {
+            Action::ReadNow => {
+                let readings = poll_mercury(m, &plan, state, (tx, stop), clock).await?;
+                let n = readings.len();
+                let status = PollStatus { meter: m.cfg.id.clone(), at: clock(), error: None };
+                tx.send(StoreMsg::Poll { readings, status }).map_err(|_| "the store is closing".to_string())?;
+                Ok(format!("read {n} values"))
+            }
+            Action::Control { name, .. } => {
+                Err(format!("{name}: ami does not switch Mercury load relays ({} has no controls)", m.profile.id))
+            }
+            Action::SetClock => Err(format!(
+                "set clock is not supported for Mercury meters yet ({}: the meter allows one correction a day at \
+                 level 2)",
+                m.profile.id
+            )),
+        };
+    }
     if let (Some(plan), Some(state)) = (run.plan.dlms.clone(), run.dlms.as_mut()) {
         let m = &run.plan;
         if cmd.action == Action::ReadNow {

@@ -26,7 +26,12 @@ fn demo_polls_every_simulated_meter_and_stops_by_itself() {
         .collect::<Result<_, _>>()
         .unwrap();
     let names: Vec<&str> = meters.iter().map(|(m, _)| m.as_str()).collect();
-    assert_eq!(names, ["feeder", "grid", "heating", "hvac", "incomer", "pv", "water", "workshop"], "{meters:?}");
+    // tenant-a and tenant-b: the Mercury 230 and 234 behind an RS-485 gateway (tests/mercury_run.rs checks them).
+    assert_eq!(
+        names,
+        ["feeder", "grid", "heating", "hvac", "incomer", "pv", "tenant-a", "tenant-b", "water", "workshop"],
+        "{meters:?}"
+    );
     let heat_unit: String = conn
         .query_row("SELECT unit FROM readings WHERE meter = 'heating' AND obis = '6-0:1.0.0*255' LIMIT 1", [], |r| {
             r.get(0)
