@@ -39,6 +39,7 @@
 //! level = 1                    # channel access level: 1 user (reading), 2 admin; default the profile's
 //! multiplier = 1               # the meter's timing multiplier; default the profile's
 //! utc_offset = "+03:00"        # the meter clock's zone; default inferred from its clock (15-min steps)
+//! channel_timeout = "240s"     # the meter's idle channel timeout; the daemon keeps the channel open
 //! profile_backfill = "2d"      # how far back the first read of the power profile reaches, default 1d
 //! ```
 //!
@@ -501,6 +502,7 @@ struct RawMeter {
     level: Option<Spanned<i64>>,
     multiplier: Option<Spanned<i64>>,
     utc_offset: Option<Spanned<String>>,
+    channel_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -933,6 +935,13 @@ impl Config {
                     Err(msg) => err(o.span(), key("utc_offset"), msg),
                 }
             }
+            if let Some(t) = &m.channel_timeout {
+                match parse_duration(t.get_ref()) {
+                    Ok(d) if d >= Duration::from_secs(1) => mercury.channel_timeout = Some(d),
+                    Ok(_) => err(t.span(), key("channel_timeout"), "at least 1s (Incotex meters: 240s)".to_string()),
+                    Err(msg) => err(t.span(), key("channel_timeout"), msg),
+                }
+            }
             let from_file = secrets_by_meter.remove(&id).unwrap_or_default();
             let secrets = env_secrets(&id, from_file, &mut secret_errors);
             meters.push(MeterCfg {
@@ -1136,6 +1145,7 @@ interval = "1h"              # the power profile is read incrementally from wher
 # level = 1                  # channel access level: 1 user (enough for reading), 2 admin
 # multiplier = 1             # the meter's programmable timing multiplier
 # utc_offset = "+03:00"      # the meter clock's zone (default: inferred from its clock, in 15-min steps)
+# channel_timeout = "240s"   # how long the meter keeps an idle channel open; a test frame keeps it open
 # The channel password is the meter's password in the secrets file: 12 hex digits, six raw bytes
 #   [meter.workshop]
 #   password = "010101010101"  # the factory level-1 password (the default when none is given)

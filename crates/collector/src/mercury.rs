@@ -65,12 +65,18 @@ pub struct MercuryMeterCfg {
     /// The meter clock's offset from UTC in minutes (e.g. 180 for Moscow time). Default: inferred from
     /// the meter's clock at each poll, to the nearest 15 minutes.
     pub utc_offset_min: Option<i32>,
+    /// How long the meter keeps an idle channel open (240 s on Incotex meters). The daemon sends a test
+    /// frame after 5/6 of it when the next poll is further away, so the channel never closes between polls.
+    pub channel_timeout: Option<Duration>,
 }
 
 impl MercuryMeterCfg {
     /// True when the config named at least one Mercury-only key for this meter.
     pub fn any_set(&self) -> bool {
-        self.level.is_some() || self.multiplier.is_some() || self.utc_offset_min.is_some()
+        self.level.is_some()
+            || self.multiplier.is_some()
+            || self.utc_offset_min.is_some()
+            || self.channel_timeout.is_some()
     }
 }
 
@@ -137,6 +143,10 @@ pub fn plan(
     meter.multiplier = mercury.multiplier.unwrap_or(profile.options.multiplier);
     meter.timeout = configured.or(gateway.then_some(bus_timeout));
     meter.retries = retries;
+    if let Some(t) = mercury.channel_timeout {
+        meter.idle_limit = t;
+        meter.keep_alive = t.mul_f64(5.0 / 6.0);
+    }
     Ok(MercuryPlan {
         profile_records: profile.options.profile_records,
         profile: Arc::new(profile),
@@ -186,6 +196,8 @@ pub struct MercuryRun {
     pub constant: Option<u32>,
     /// Whether the clock drift was reported (once until it is back within bounds).
     pub drift_reported: bool,
+    /// No keep-alive before this instant (after one failed: the next poll re-opens the channel anyway).
+    pub keep_alive_hold: Option<std::time::Instant>,
 }
 
 impl MercuryRun {
@@ -202,7 +214,35 @@ impl MercuryRun {
                 Err(e) => warn!(meter = %plan.meter.id, "cannot read the power profile mark: {e}"),
             }
         }
-        MercuryRun { client: plan.client(bus), marks, constant: None, drift_reported: false }
+        MercuryRun { client: plan.client(bus), marks, constant: None, drift_reported: false, keep_alive_hold: None }
+    }
+}
+
+impl MercuryRun {
+    /// When this meter's open channel needs a test frame to stay open (see [`MercuryRun::keep_alive`]).
+    pub fn keep_alive_due(&self) -> Option<tokio::time::Instant> {
+        let due = self.client.keep_alive_due()?;
+        let at = self.keep_alive_hold.map_or(due, |hold| hold.max(due));
+        Some(tokio::time::Instant::from_std(at))
+    }
+
+    /// Keeps the channel open between polls: a test frame when it has been idle for the keep-alive time
+    /// (the meter closes it after its channel timeout, 240 s). A failure is logged; the next poll re-opens.
+    pub async fn keep_alive(&mut self, meter: &str) {
+        let outcome = self.client.keep_alive().await;
+        let now = std::time::Instant::now();
+        match outcome {
+            Ok(true) => {
+                self.keep_alive_hold = None;
+                tracing::debug!(meter, "Mercury channel kept open with a test frame");
+            }
+            // Not due after all (or the channel expired by itself): look again in a second at the earliest.
+            Ok(false) => self.keep_alive_hold = now.checked_add(Duration::from_secs(1)),
+            Err(e) => {
+                warn!(meter, "Mercury keep-alive failed (the next poll re-opens the channel): {e}");
+                self.keep_alive_hold = now.checked_add(Duration::from_secs(30));
+            }
+        }
     }
 }
 

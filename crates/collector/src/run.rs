@@ -556,8 +556,21 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
     'poll: loop {
         let Some(due) = runs.iter().map(|r| r.next).min() else { return };
         let wait = (due - clock()).to_std().unwrap_or_default();
+        let keep_alive = runs.iter().filter_map(|r| r.mercury.as_ref()?.keep_alive_due()).min();
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = sleep_until_some(keep_alive) => {
+                // Mercury channels idle since their last poll: a test frame before the meter closes them.
+                for run in &mut runs {
+                    let due = run.mercury.as_ref().and_then(crate::mercury::MercuryRun::keep_alive_due);
+                    if let (Some(state), Some(due)) = (run.mercury.as_mut(), due) {
+                        if due <= tokio::time::Instant::now() {
+                            state.keep_alive(&run.plan.cfg.id).await;
+                        }
+                    }
+                }
+                continue;
+            }
             Some(cmd) = commands.recv() => {
                 let done = run_command(&mut runs, (&master, &bus, bus_timeout, bus_retries), &cmd, (&tx, &stop), &clock).await;
                 let (ok, message) = match done { Ok(m) => (true, m), Err(m) => (false, m) };
@@ -624,6 +637,14 @@ async fn bus_loop(cfg: BusCfg, meters: Vec<MeterPlan>, ctx: BusCtx) {
     let _ = tx.send(StoreMsg::Counters(bus.stats()));
 }
 
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Polls a Mercury meter: the power-profile windows go to the writer as they are read (each with its
 /// mark), the values are returned like any poll's.
 async fn poll_mercury(
@@ -642,7 +663,7 @@ async fn poll_mercury(
             .send(StoreMsg::Intervals { meter: meter_id.clone(), intervals: window })
             .map_err(|_| "the store is closing".to_string())
     };
-    let crate::mercury::MercuryRun { client, marks, constant, drift_reported } = state;
+    let crate::mercury::MercuryRun { client, marks, constant, drift_reported, .. } = state;
     let poll = {
         let mut ctx = crate::mercury::PollCtx {
             meter: &m.cfg.id,

@@ -284,6 +284,29 @@ async fn a_channel_the_meter_closed_is_reopened_transparently() {
     assert_eq!(m.refused_opens, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_is_kept_open_between_polls_further_apart_than_the_channel_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // The meter closes an idle channel after 3 s (240 s on real meters); polls 8 s apart would find it
+    // closed every time unless the daemon keeps it open with test frames.
+    let line = mixed_line(dir.path(), Some(Duration::from_secs(3))).await;
+    let config = site(dir.path(), &line.tty, "123456789ABC", "8s");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("address = 128\n", "address = 128\nchannel_timeout = \"3s\"\n");
+    assert!(text.contains("channel_timeout"));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("data/readings.db");
+    let daemon = amid().args(["run", "--config", config.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("3 polls", Duration::from_secs(60), || status(&db, "tenant").0 >= 3).await;
+    stop(daemon);
+    let (_, failed, error) = status(&db, "tenant");
+    assert_eq!(failed, 0, "no poll failed: {error:?}");
+    let m = line.mercury.lock().unwrap().stats();
+    assert_eq!(m.opens, 1, "the channel was opened once and kept open: {m:?}");
+    assert_eq!(m.not_open, 0, "no request found the channel closed: {m:?}");
+    assert_eq!(m.expired, 0, "the channel never expired: {m:?}");
+}
+
 #[test]
 fn amid_simulate_serves_a_mixed_line_that_amid_read_reads_for_both_protocols() {
     let dir = tempfile::tempdir().unwrap();

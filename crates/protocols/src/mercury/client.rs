@@ -123,6 +123,17 @@ impl MercuryClient {
         self.pump(id).await.map(|_| ())
     }
 
+    /// When [`keep_alive`](Self::keep_alive) has something to do: the channel open and idle, its keep-alive
+    /// time. `None` while a request is in flight or the channel is closed.
+    #[must_use]
+    pub fn keep_alive_due(&self) -> Option<Instant> {
+        if self.session.is_idle() {
+            self.session.poll_timeout()
+        } else {
+            None
+        }
+    }
+
     /// Sends a test frame when the keep-alive is due (the channel open and idle for
     /// [`MercuryMeter::keep_alive`]); returns whether one was sent. Call it between read-outs.
     ///
