@@ -1128,34 +1128,9 @@ const CONFORMANCE_BITS: [(u32, &str); 21] = [
     (23, "action"),
 ];
 
-/// Interface class names (DLMS UA 1000-1, Blue Book).
+/// Interface class name for the printout.
 fn class_name(class_id: u16) -> &'static str {
-    match class_id {
-        1 => "Data",
-        3 => "Register",
-        4 => "Extended register",
-        5 => "Demand register",
-        6 => "Register activation",
-        7 => "Profile generic",
-        8 => "Clock",
-        9 => "Script table",
-        11 => "Special days table",
-        12 => "Association SN",
-        15 => "Association LN",
-        17 => "SAP assignment",
-        18 => "Image transfer",
-        20 => "Activity calendar",
-        21 => "Register monitor",
-        22 => "Single action schedule",
-        23 => "IEC HDLC setup",
-        40 => "Push setup",
-        41 => "TCP-UDP setup",
-        42 => "IPv4 setup",
-        64 => "Security setup",
-        70 => "Disconnect control",
-        71 => "Limiter",
-        _ => "unknown class",
-    }
+    super::cosem::class_name(class_id).unwrap_or("unknown class")
 }
 
 /// `N (name)` for the attributes of the classes a meter reading touches.
